@@ -1,0 +1,297 @@
+"""Typed run configuration: YAML in (``yaml.safe_load``), ``--set key=value`` overrides on top.
+
+Every block is a dataclass; an unknown key is an error naming the key and the valid ones. The
+``method`` and ``data`` blocks are chosen by their ``name`` from the registries in
+:mod:`unhot.methods` and :mod:`unhot.data`.
+
+Example::
+
+    name: demo_sigmoid
+    seed: 0
+    method: {name: sigmoid}
+    data: {name: digit_grid, source: sklearn, n_train: 4000}
+    model: {backbone: small_cnn}
+    optim: {name: sgd, lr: 0.05, epochs: 8, batch_size: 128}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used: names the key (dotted path) and what is valid."""
+
+
+@dataclass
+class ModelConfig:
+    """The network: a backbone from :data:`unhot.models.BACKBONES` and a linear head."""
+
+    backbone: str = "small_cnn"
+    width: int = 0
+    checkpoint: str | None = None
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and schedule. ``schedule``: cosine | step | constant; warm-up is linear."""
+
+    name: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    milestones: tuple[float, ...] = ()
+    gamma: float = 0.1
+    epochs: int = 10
+    batch_size: int = 128
+    grad_clip: float = 0.0
+
+
+@dataclass
+class AugmentConfig:
+    """Batched augmentation on tensors (applied once per batch, shared by teacher and student).
+
+    ``crop_scale``: area range of random-resized crops (Label Refinery uses down to 0.08); None =
+    no crop. ``pad_crop``: random translation by up to this many pixels. ``flip``: horizontal flip.
+    """
+
+    crop_scale: tuple[float, float] | None = None
+    crop_ratio: tuple[float, float] = (0.75, 1.3333333)
+    pad_crop: int = 0
+    flip: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """Loop settings: evaluation cadence, devices, threads, logging."""
+
+    eval_every: int = 1
+    eval_batch_size: int = 512
+    eval_split: str = "test"
+    threshold: float = 0.5
+    num_workers: int = 0
+    device: str = "auto"
+    mixed_precision: str = "no"
+    threads: int = 0
+    progress: bool = True
+    keep_epoch_checkpoints: bool = False
+
+
+@dataclass
+class RunConfig:
+    """One experiment: a method on a dataset with a model, optimizer and loop settings."""
+
+    name: str = "run"
+    seed: int = 0
+    method: Any = None
+    data: Any = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+class Registry(Mapping[str, tuple[type, Callable[..., Any]]]):
+    """Name -> (config dataclass, builder), imported on first use from ``"module:Config:build"``.
+
+    Lazy, so that a method or reader with optional dependencies costs nothing until chosen.
+    """
+
+    def __init__(self, entries: dict[str, str]) -> None:
+        self._entries = dict(entries)
+        self._loaded: dict[str, tuple[type, Callable[..., Any]]] = {}
+
+    def __getitem__(self, name: str) -> tuple[type, Callable[..., Any]]:
+        if name not in self._loaded:
+            module, cls, build = self._entries[name].split(":")
+            mod = importlib.import_module(module)
+            self._loaded[name] = (getattr(mod, cls), getattr(mod, build))
+        return self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _convert(value: Any, kind: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``kind`` and convert lists to tuples etc."""
+    origin = typing.get_origin(kind)
+    if kind is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, path)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{path}: invalid value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        args = typing.get_args(kind)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{path}: expected {len(args)} values, got {len(value)}")
+        pairs = enumerate(zip(value, args, strict=True))
+        return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in pairs)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        (arg,) = typing.get_args(kind)
+        return [_convert(v, arg, f"{path}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(kind):
+        return from_dict(kind, value, path)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported field type {kind!r}")
+
+
+def from_dict(cls: type, values: Any, path: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping; unknown keys raise, naming the valid ones."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        key_path = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            valid = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown config key '{key_path}'; valid keys here: {valid}")
+        kwargs[key] = _convert(value, hints[key], key_path)
+    try:
+        obj = cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{path or 'config'}: {err}") from err
+    return obj
+
+
+def named_block(values: Any, registry: Registry, path: str) -> Any:
+    """Parse a block chosen by its ``name`` key: ``{name: X, ...}`` -> registry[X]'s dataclass."""
+    if isinstance(values, str):
+        values = {"name": values}
+    if not isinstance(values, dict) or "name" not in values:
+        raise ConfigError(f"'{path}' needs a 'name'; valid: {', '.join(sorted(registry))}")
+    name = values["name"]
+    if name not in registry:
+        raise ConfigError(f"unknown {path} '{name}'; valid: {', '.join(sorted(registry))}")
+    cls = registry[name][0]
+    rest = {k: v for k, v in values.items() if k != "name"}
+    return from_dict(cls, rest, f"{path}({name})")
+
+
+def block_name(block: Any, registry: Registry) -> str:
+    """The registry name of a parsed method/data block."""
+    for name in registry:
+        if type(block) is registry[name][0]:
+            return name
+    raise ConfigError(f"block of type {type(block).__name__} is not registered")
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a raw config mapping."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        key, text = item.split("=", 1)
+        value = yaml.safe_load(text) if text else ""
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if isinstance(child, str) and part in ("method", "data"):
+                child = {"name": child}
+            if child is None:
+                child = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: '{part}' is not a block")
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def parse_config(raw: dict[str, Any]) -> RunConfig:
+    """Validate a raw mapping into a :class:`RunConfig` with typed method and data blocks."""
+    from unhot.data import DATASETS
+    from unhot.methods import METHODS
+
+    if not isinstance(raw, dict):
+        raise ConfigError("a config file must hold a mapping at the top level")
+    raw = dict(raw)
+    method = named_block(raw.pop("method", None), METHODS, "method")
+    data = named_block(raw.pop("data", None), DATASETS, "data")
+    cfg = from_dict(RunConfig, raw)
+    cfg.method = method
+    cfg.data = data
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (safe_load), apply ``--set`` overrides, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    return parse_config(apply_overrides(raw, overrides or []))
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """A plain mapping (YAML-safe: lists, not tuples) that :func:`parse_config` reads back."""
+    from unhot.data import DATASETS
+    from unhot.methods import METHODS
+
+    def plain(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj):
+            return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if isinstance(obj, tuple | list):
+            return [plain(v) for v in obj]
+        return obj
+
+    out = plain(cfg)
+    out["method"] = {"name": block_name(cfg.method, METHODS), **plain(cfg.method)}
+    out["data"] = {"name": block_name(cfg.data, DATASETS), **plain(cfg.data)}
+    return out

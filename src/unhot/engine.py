@@ -1,0 +1,471 @@
+"""The one training loop: stages of (model, optional frozen teacher, task), resumable per epoch.
+
+Devices and processes go through HuggingFace Accelerate, so the same code runs on one CPU, one
+GPU, or many processes under ``torchrun`` / ``accelerate launch``. Every batch carries sample
+indices; evaluation gathers (index, scores) from all ranks and drops duplicates before scoring.
+
+Determinism: the model init, the shuffling, the augmentation and torch's global RNG are reseeded
+from (seed, stage, epoch) at every epoch start, so a run resumed from a checkpoint continues
+exactly as an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
+
+from unhot.augment import augment, to_float
+from unhot.config import OptimConfig, RunConfig, to_dict
+from unhot.data import build_data
+from unhot.data.base import DataBundle, Split, collate_batch
+from unhot.methods import METHODS
+from unhot.methods.base import Stage, StepContext
+from unhot.metrics import compute_metrics
+from unhot.models import Classifier
+from unhot.runs import (
+    RunError,
+    RunFolder,
+    load_checkpoint,
+    save_checkpoint,
+    write_json,
+    write_jsonl,
+    write_npz,
+)
+from unhot.weights import Architecture, load_weights, save_weights
+
+RESULT_NEUTRAL_KEYS = ("train.progress", "train.num_workers", "train.eval_batch_size",
+                       "train.keep_epoch_checkpoints", "train.device", "train.threads")
+"""Config keys that may differ when resuming a run: they do not change its results."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss); the last good checkpoint is kept."""
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed derived from ``parts`` (stable across processes and Python runs)."""
+    text = "/".join(str(p) for p in parts).encode()
+    return int(np.random.SeedSequence(list(text)).generate_state(2, dtype=np.uint32)
+               .view(np.uint64)[0] >> np.uint64(1))
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A fresh permutation every epoch, determined by (seed, epoch) alone."""
+
+    def __init__(self, num_samples: int, seed: int) -> None:
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        rng = np.random.default_rng([self.seed, self.epoch])
+        return iter(rng.permutation(self.num_samples).tolist())
+
+
+def learning_rate(step: int, steps_per_epoch: int, epochs: int, cfg: OptimConfig) -> float:
+    """Learning rate at optimizer step ``step`` (0-based).
+
+    Linear warm-up over ``warmup_epochs`` to ``lr``; then ``cosine``:
+    ``lr * (1 + cos(pi * t)) / 2`` with t the fraction of post-warm-up steps done; ``step``:
+    ``lr * gamma ** (#milestones <= epoch)``; ``constant``: ``lr``.
+    """
+    total = max(1, steps_per_epoch * epochs)
+    warm = round(cfg.warmup_epochs * steps_per_epoch)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    if cfg.schedule == "cosine":
+        t = (step - warm) / max(1, total - warm)
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+    if cfg.schedule == "step":
+        epoch = step / steps_per_epoch
+        return cfg.lr * cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    if cfg.schedule == "constant":
+        return cfg.lr
+    raise RunError(f"unknown optim.schedule '{cfg.schedule}'; valid: cosine, step, constant")
+
+
+def build_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov), Adam or AdamW with weight decay, from ``optim``."""
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas,
+                                weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas,
+                                 weight_decay=cfg.weight_decay)
+    raise RunError(f"unknown optim.name '{cfg.name}'; valid: sgd, adam, adamw")
+
+
+def make_accelerator(cfg: RunConfig) -> Accelerator:
+    """One Accelerator per process: CPU unless CUDA is present; mixed precision on CUDA only."""
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    use_cpu = cfg.train.device == "cpu" or not torch.cuda.is_available()
+    precision = cfg.train.mixed_precision
+    if use_cpu and precision != "no":
+        raise RunError("train.mixed_precision needs a CUDA device (bf16 on this CPU crashes); "
+                       "set train.mixed_precision=no")
+    return Accelerator(cpu=use_cpu, mixed_precision=precision)
+
+
+@dataclass
+class EpochResult:
+    """Mean of each loss term over an epoch and the time it took."""
+
+    losses: dict[str, float]
+    seconds: float
+    images: int
+
+
+class Engine:
+    """Runs every stage of a method on a dataset into a run folder, resuming where it stopped."""
+
+    def __init__(self, cfg: RunConfig, out: str | Path, data: DataBundle | None = None,
+                 accelerator: Accelerator | None = None) -> None:
+        self.cfg = cfg
+        self.folder = RunFolder(out)
+        self.accelerator = accelerator or make_accelerator(cfg)
+        self.data = data if data is not None else build_data(cfg.data)
+        if cfg.train.eval_split == "val" and self.data.val is None:
+            raise RunError("train.eval_split is 'val' but the dataset has no validation split")
+        self.stages: list[Stage] = METHODS[_method_name(cfg)][1](cfg.method, cfg)
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise RunError(f"stage names must be unique, got {names}")
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def architecture(self, stage: Stage) -> Architecture:
+        """The architecture a stage trains (its own model config or the run's)."""
+        model_cfg = stage.model or self.cfg.model
+        shape = self.data.image_shape
+        return Architecture(model_cfg.backbone, model_cfg.width, shape[0],
+                            tuple(self.data.class_names), stage.calibration_head, shape[1])
+
+    def run(self) -> dict[str, float]:
+        """Train every stage not yet complete; return the last stage's test metrics."""
+        if self.is_main:
+            self.folder.claim(to_dict(self.cfg), RESULT_NEUTRAL_KEYS)
+        self.accelerator.wait_for_everyone()
+        manifest = self.folder.read_manifest()
+        metrics: dict[str, float] = {}
+        for index, stage in enumerate(self.stages):
+            done = manifest["stages"].get(stage.name, {})
+            if done.get("complete"):
+                metrics = done["test_metrics"]
+                continue
+            metrics = StageRunner(self, stage, index, manifest).run()
+        if self.is_main:
+            write_json(self.folder.final_metrics_path, metrics)
+            manifest["complete"] = True
+            self.folder.write_manifest(manifest)
+        self.accelerator.wait_for_everyone()
+        return metrics
+
+    def eval_split(self) -> Split:
+        return self.data.val if self.cfg.train.eval_split == "val" else self.data.test
+
+
+def _method_name(cfg: RunConfig) -> str:
+    from unhot.config import block_name
+
+    return block_name(cfg.method, METHODS)
+
+
+class StageRunner:
+    """Trains one stage: builds or resumes its model, loads its teacher, runs its epochs."""
+
+    def __init__(self, engine: Engine, stage: Stage, index: int,
+                 manifest: dict[str, Any]) -> None:
+        self.engine = engine
+        self.stage = stage
+        self.index = index
+        self.manifest = manifest
+        self.cfg = engine.cfg
+        self.acc = engine.accelerator
+        self.data = engine.data
+        self.task = stage.task
+        self.epochs = stage.epochs if stage.epochs is not None else self.cfg.optim.epochs
+        self.arch = engine.architecture(stage)
+        self.model = self._initial_model()
+        self.memory_format = getattr(self.model, "preferred_memory_format",
+                                     torch.contiguous_format)
+        self.model = self.model.to(self.acc.device, memory_format=self.memory_format)
+        self.teacher = self._load_teacher()
+        self.optimizer = build_optimizer(list(self.model.parameters()), self.cfg.optim)
+        self.sampler = EpochShuffleSampler(len(self.data.train),
+                                           derive_seed(self.cfg.seed, index, "shuffle"))
+        loader = DataLoader(self.data.train, batch_size=self.cfg.optim.batch_size,
+                            sampler=self.sampler, drop_last=True, collate_fn=collate_batch,
+                            num_workers=self.cfg.train.num_workers,
+                            pin_memory=self.acc.device.type == "cuda")
+        if len(loader) == 0:
+            raise RunError(f"training split has {len(self.data.train)} samples, fewer than "
+                           f"optim.batch_size={self.cfg.optim.batch_size}")
+        self.model, self.optimizer, self.loader = self.acc.prepare(self.model, self.optimizer,
+                                                                   loader)
+        self.steps_per_epoch = len(self.loader)
+        self.epoch = 0
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.best: float | None = None
+        self._resume()
+
+    # -- setup ---------------------------------------------------------------------------
+    def _initial_model(self) -> Classifier:
+        torch.manual_seed(derive_seed(self.cfg.seed, self.index, "init"))
+        init = self.stage.init
+        if init == "fresh":
+            return self.arch.build(self.task.head_bias(self.arch.num_classes))
+        path = self._stage_weights(self.engine.stages[self.index - 1].name) \
+            if init == "continue" else Path(init)
+        model, arch = load_weights(path, self.arch)
+        if arch.backbone != self.arch.backbone or arch.width != self.arch.width:
+            raise RunError(f"stage '{self.stage.name}' continues from {path}, a {arch.backbone}"
+                           f" (width {arch.width}), but is configured as {self.arch.backbone}")
+        return model
+
+    def _stage_weights(self, name: str) -> Path:
+        path = self.engine.folder.weights_path(name)
+        if not path.exists():
+            raise RunError(f"stage '{self.stage.name}' needs the weights of stage '{name}', "
+                           f"which are missing ({path})")
+        return path
+
+    def _load_teacher(self) -> nn.Module | None:
+        source = self.stage.teacher
+        if source is None:
+            return None
+        names = [s.name for s in self.engine.stages[: self.index]]
+        stage_name, _, which = source.partition(":")
+        if stage_name in names:
+            path = self._stage_weights(stage_name)
+            if which == "best":
+                path = self.engine.folder.best_weights_path(stage_name)
+        else:
+            path = Path(source)
+        teacher, _ = load_weights(path, self.arch)
+        teacher.requires_grad_(False)
+        teacher.train(self.stage.teacher_bn == "train")
+        return teacher.to(self.acc.device, memory_format=self.memory_format)
+
+    def _resume(self) -> None:
+        path = self.engine.folder.checkpoint_path(self.stage.name)
+        if not path.exists():
+            return
+        state = load_checkpoint(path)
+        self.acc.unwrap_model(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.task.load_state_dict(state["task"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = list(state["history"])
+        self.best = state.get("best")
+
+    # -- training ------------------------------------------------------------------------
+    def run(self) -> dict[str, float]:
+        """Train the remaining epochs, then save the stage's weights and test metrics."""
+        while self.epoch < self.epochs:
+            result = self.train_epoch()
+            self.epoch += 1
+            self.task.on_epoch_end(self)
+            row = self._epoch_row(result)
+            self.history.append(row)
+            self._save_epoch()
+        return self._finish()
+
+    def train_epoch(self) -> EpochResult:
+        """One pass over the training split; returns mean loss terms."""
+        seed = derive_seed(self.cfg.seed, self.index, self.epoch)
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        self.sampler.set_epoch(self.epoch)
+        self.model.train()
+        sums: dict[str, Tensor] = {}
+        images_seen = 0
+        start = time.perf_counter()
+        bar = tqdm(self.loader, desc=f"{self.stage.name} {self.epoch + 1}/{self.epochs}",
+                   leave=False, disable=not (self.cfg.train.progress and self.engine.is_main))
+        for batch in bar:
+            losses = self.train_step(batch, generator)
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + value.detach()
+            images_seen += int(batch["image"].shape[0])
+            if self.step % 25 == 0 and bar.disable is False:
+                bar.set_postfix(loss=f"{sum(losses.values()).item():.4f}")
+        count = max(1, len(self.loader))
+        means = {k: float(v) / count for k, v in sums.items()}
+        return EpochResult(means, time.perf_counter() - start, images_seen)
+
+    def train_step(self, batch: dict[str, Tensor], generator: torch.Generator
+                   ) -> dict[str, Tensor]:
+        """Augment once, ask the task for losses, check them, step the optimizer."""
+        raw = to_float(batch["image"])
+        if raw.ndim == 4:
+            raw = raw.contiguous(memory_format=self.memory_format)
+        images = augment(raw, self.cfg.augment, generator)
+        ctx = StepContext(self.model, images, batch, self.step, self.epoch, self.teacher, raw)
+        with self.acc.autocast():
+            losses = self.task.losses(ctx)
+        total = sum(losses.values())
+        if not torch.isfinite(total):
+            self._fail_non_finite(losses)
+        lr = learning_rate(self.step, self.steps_per_epoch, self.epochs, self.cfg.optim)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        self.acc.backward(total)
+        if self.cfg.optim.grad_clip > 0:
+            self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        return losses
+
+    def _fail_non_finite(self, losses: dict[str, Tensor]) -> None:
+        bad = [f"{k}={v.item()}" for k, v in losses.items() if not torch.isfinite(v)]
+        kept = self.engine.folder.checkpoint_path(self.stage.name)
+        where = f"{kept} (epoch {self.epoch})" if kept.exists() else "none yet"
+        raise TrainingError(
+            f"stage '{self.stage.name}', epoch {self.epoch + 1}, step {self.step}: non-finite "
+            f"loss term {', '.join(bad)}. Last good checkpoint: {where}. Likely causes: a "
+            f"learning rate too high for this model (optim.lr={self.cfg.optim.lr}), no "
+            f"gradient clipping (optim.grad_clip), or labels/images with NaN values.")
+
+    # -- evaluation ----------------------------------------------------------------------
+    def predict(self, split: Split, model: nn.Module | None = None) -> np.ndarray:
+        """Probabilities [N, C] for every sample of ``split`` in index order (all ranks)."""
+        return predict(self.acc, model or self.model, split, self.task.scores,
+                       self.cfg.train.eval_batch_size, self.memory_format)
+
+    def evaluate(self, split: Split) -> tuple[dict[str, float], np.ndarray]:
+        """Metrics of the current model on ``split`` (and the scores)."""
+        scores = self.predict(split)
+        target = split.target if (split.target >= 0).any() else None
+        metrics = compute_metrics(scores, split.true, target, self.cfg.train.threshold,
+                                  split.difficult if split.difficult.any() else None)
+        return metrics, scores
+
+    def _epoch_row(self, result: EpochResult) -> dict[str, Any]:
+        row: dict[str, Any] = {"stage": self.stage.name, "epoch": self.epoch, "step": self.step,
+                               "lr": learning_rate(max(0, self.step - 1), self.steps_per_epoch,
+                                                   self.epochs, self.cfg.optim),
+                               "train_seconds": result.seconds,
+                               "train_img_per_s": result.images / max(result.seconds, 1e-9),
+                               **{f"loss/{k}": v for k, v in result.losses.items()}}
+        every = self.cfg.train.eval_every
+        due = every > 0 and (self.epoch % every == 0 or self.epoch == self.epochs)
+        if due or self.stage.keep_best:
+            metrics, _ = self.evaluate(self.engine.eval_split())
+            row.update({f"{self.cfg.train.eval_split}/{k}": v for k, v in metrics.items()})
+            if self.stage.keep_best:
+                self._track_best(metrics)
+        return row
+
+    def _track_best(self, metrics: dict[str, float]) -> None:
+        """Save the weights when the ``keep_best`` metric improves (ties keep the earlier)."""
+        key = self.stage.keep_best
+        if key not in metrics:
+            raise RunError(f"stage '{self.stage.name}': keep_best metric '{key}' is not among "
+                           f"{', '.join(sorted(metrics))}")
+        value = metrics[key]
+        sign = 1.0 if self.stage.keep_best_mode == "max" else -1.0
+        if self.best is None or sign * value > sign * self.best:
+            self.best = value
+            if self.engine.is_main:
+                save_weights(self.acc.unwrap_model(self.model), self.arch,
+                             self.engine.folder.best_weights_path(self.stage.name))
+
+    # -- persistence ---------------------------------------------------------------------
+    def _save_epoch(self) -> None:
+        if self.engine.is_main:
+            state = {"model": self.acc.unwrap_model(self.model).state_dict(),
+                     "optimizer": self.optimizer.state_dict(), "task": self.task.state_dict(),
+                     "epoch": self.epoch, "step": self.step, "history": self.history,
+                     "best": self.best}
+            folder = self.engine.folder
+            save_checkpoint(folder.checkpoint_path(self.stage.name), state)
+            self._write_metrics_log()
+            self.manifest["stages"][self.stage.name] = {"complete": False,
+                                                        "epochs_done": self.epoch}
+            folder.write_manifest(self.manifest)
+        self.acc.wait_for_everyone()
+
+    def _write_metrics_log(self, final: dict[str, Any] | None = None) -> None:
+        rows: list[dict[str, Any]] = []
+        for stage in self.engine.stages[: self.index]:
+            rows += self.manifest["stages"].get(stage.name, {}).get("history", [])
+        rows += self.history
+        if final is not None:
+            rows.append(final)
+        write_jsonl(self.engine.folder.metrics_path, rows)
+
+    def _finish(self) -> dict[str, float]:
+        metrics, scores = self.evaluate(self.data.test)
+        folder = self.engine.folder
+        if self.engine.is_main:
+            model = self.acc.unwrap_model(self.model)
+            save_weights(model, self.arch, folder.weights_path(self.stage.name))
+            test = self.data.test
+            write_npz(folder.predictions_path(self.stage.name), scores=scores, true=test.true,
+                      target=test.target, difficult=test.difficult,
+                      ids=np.asarray(test.ids, dtype=str))
+            final = {"stage": self.stage.name, "epoch": self.epoch, "final": True,
+                     **{f"test/{k}": v for k, v in metrics.items()}}
+            self.history.append(final)
+            self.manifest["stages"][self.stage.name] = {
+                "complete": True, "epochs_done": self.epoch, "history": self.history,
+                "test_metrics": metrics}
+            self._write_metrics_log()
+            folder.write_manifest(self.manifest)
+        self.acc.wait_for_everyone()
+        return metrics
+
+
+def predict(accelerator: Accelerator, model: nn.Module, split: Split, to_scores: Any,
+            batch_size: int, memory_format: torch.memory_format = torch.contiguous_format
+            ) -> np.ndarray:
+    """Scores [N, C] of ``model`` on ``split`` in sample-index order, gathered from all ranks.
+
+    Distributed samplers pad the last batch with repeated samples; gathering (index, scores)
+    and keeping one row per index makes every sample count exactly once.
+    """
+    loader = DataLoader(split, batch_size=batch_size, shuffle=False, collate_fn=collate_batch)
+    loader = accelerator.prepare_data_loader(loader) if accelerator.num_processes > 1 else loader
+    was_training = model.training
+    model.eval()
+    indices, chunks = [], []
+    with torch.no_grad():
+        for batch in loader:
+            images = to_float(batch["image"].to(accelerator.device))
+            images = images.contiguous(memory_format=memory_format)
+            with accelerator.autocast():
+                scores = to_scores(model(images).logits.float())
+            index, scores = accelerator.gather((batch["index"].to(accelerator.device), scores))
+            indices.append(index.cpu().numpy())
+            chunks.append(scores.float().cpu().numpy())
+    model.train(was_training)
+    index = np.concatenate(indices)
+    all_scores = np.concatenate(chunks)
+    unique, first = np.unique(index, return_index=True)
+    if len(unique) != len(split):
+        raise RunError(f"evaluation saw {len(unique)} distinct samples of {len(split)}")
+    return all_scores[first]

@@ -1,0 +1,37 @@
+"""Losses on logits, with explicit masks and reductions (fp32). Each docstring: formula + paper."""
+
+from unhot.losses.basic import (
+    REDUCTIONS,
+    assume_negative_bce,
+    masked_bce,
+    reduce_entries,
+    soft_target_cross_entropy,
+    softmax_cross_entropy,
+)
+from unhot.losses.distill import (
+    attention_loss,
+    binary_kd_loss,
+    grad_cam,
+    masked_logsumexp,
+    pal_n_loss,
+    softmax_kd_loss,
+    softmax_kl,
+    uncertainty,
+)
+
+__all__ = [
+    "REDUCTIONS",
+    "assume_negative_bce",
+    "attention_loss",
+    "binary_kd_loss",
+    "grad_cam",
+    "masked_bce",
+    "masked_logsumexp",
+    "pal_n_loss",
+    "reduce_entries",
+    "soft_target_cross_entropy",
+    "softmax_cross_entropy",
+    "softmax_kd_loss",
+    "softmax_kl",
+    "uncertainty",
+]

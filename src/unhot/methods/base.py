@@ -1,0 +1,119 @@
+"""What a method is: a schedule of stages, each training one model with a task.
+
+A :class:`Stage` trains one model for a number of epochs, starting fresh, from the previous
+stage's weights, or from a checkpoint, optionally with a frozen teacher (a previous stage or any
+checkpoint). Its :class:`TrainingTask` turns one augmented batch into named losses (cf. timm's
+``TrainingTask``); the engine sums them, steps the optimizer and calls the task's epoch hook.
+
+- Baselines: one stage, a task with a fixed loss.
+- MILe: one stage whose task alternates interaction/imitation phases by optimizer step.
+- Label Refinery: one fresh stage per generation, teacher = previous generation.
+- Uncertainty distillation: a teacher stage, then a student stage with that teacher.
+- EM + APL: one stage whose task refreshes a label store at the end of every epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from unhot.config import ModelConfig
+
+if TYPE_CHECKING:
+    from unhot.engine import StageRunner
+    from unhot.models import ModelOutput
+
+
+@dataclass
+class StepContext:
+    """Everything a task may use for one optimizer step.
+
+    ``images`` is the augmented float batch that both the student and any teacher see;
+    ``raw_images`` the same batch before augmentation (for "static" labels of the whole image);
+    ``step`` counts optimizer steps already taken in this stage (0-based).
+    """
+
+    model: nn.Module
+    images: Tensor
+    batch: dict[str, Tensor]
+    step: int
+    epoch: int
+    teacher: nn.Module | None = None
+    raw_images: Tensor | None = None
+    _student: ModelOutput | None = field(default=None, repr=False)
+
+    def student_output(self) -> ModelOutput:
+        """The student's forward pass on the batch (computed once, with gradients)."""
+        if self._student is None:
+            self._student = self.model(self.images)
+        return self._student
+
+    def teacher_output(self) -> ModelOutput:
+        """The frozen teacher's forward pass on the same batch, without gradients."""
+        if self.teacher is None:
+            raise RuntimeError("this stage has no teacher")
+        with torch.no_grad():
+            return self.teacher(self.images)
+
+
+class TrainingTask:
+    """A method's training step: batch in, named losses out (summed by the engine).
+
+    ``output`` says how logits become the probabilities that evaluation scores:
+    ``"sigmoid"`` (independent per class) or ``"softmax"`` (one distribution per image).
+    """
+
+    output: str = "sigmoid"
+
+    def losses(self, ctx: StepContext) -> dict[str, Tensor]:
+        """Named loss terms for one batch; the engine backpropagates their sum."""
+        raise NotImplementedError
+
+    def scores(self, logits: Tensor) -> Tensor:
+        """Probabilities for evaluation: sigmoid or softmax of the classification logits."""
+        if self.output == "softmax":
+            return torch.softmax(logits, dim=1)
+        return torch.sigmoid(logits)
+
+    def head_bias(self, num_classes: int) -> float | None:
+        """Initial bias of the classification head: ``-log(C)`` for sigmoid outputs so that the
+        initial p ~ 1/C (MILe code's ``adjust_bias``); default init for softmax."""
+        return -math.log(num_classes) if self.output == "sigmoid" else None
+
+    def on_epoch_end(self, runner: StageRunner) -> None:
+        """Hook after each training epoch (e.g. refresh a label store). Default: nothing."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Task state saved in every checkpoint (tensors and plain values only)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` on resume."""
+
+
+@dataclass
+class Stage:
+    """One model trained for ``epochs`` epochs (None: the run's ``optim.epochs``).
+
+    ``init``: "fresh" (random), "continue" (the previous stage's final weights) or a checkpoint
+    path. ``teacher``: None, a previous stage's name, or a checkpoint path; ``teacher_bn``:
+    "eval" (running statistics) or "train" (batch statistics, Label Refinery's code).
+    ``model``: overrides the run's model config (e.g. a student of another architecture).
+    A teacher named ``"<stage>:best"`` is that stage's best epoch by its ``keep_best`` metric
+    (evaluated on ``train.eval_split``; ``keep_best_mode`` "max" or "min").
+    """
+
+    name: str
+    task: TrainingTask
+    epochs: int | None = None
+    init: str = "fresh"
+    teacher: str | None = None
+    teacher_bn: str = "eval"
+    model: ModelConfig | None = None
+    calibration_head: bool = False
+    keep_best: str | None = None
+    keep_best_mode: str = "max"

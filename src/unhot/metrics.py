@@ -1,0 +1,442 @@
+"""Metrics over (probabilities, true label sets): pure numpy, vectorised.
+
+Inputs everywhere: ``scores`` N x C probabilities in [0, 1]; ``labels`` N x C true label sets
+(bool or 0/1); optional ``target`` (N,) the given single label per image (negative = none) and
+``difficult`` N x C (VOC "difficult" entries, skipped by AP and P/R/F1).
+
+Conventions (see ``METHODS.md``):
+
+- mAP: mean over classes of non-interpolated AP with ties grouped by threshold (scikit-learn's
+  ``average_precision_score`` per column); a class without positives counts 0 unless skipped.
+- CP/CR/CF1 macro, CF1 = harmonic mean of CP and CR (uncertainty distillation, seed 002);
+  OP/OR/OF1 micro; at ``p >= threshold`` and for the top-3 set.
+- ReaL accuracy, ReaL-F1@t, label coverage and label recovery (MILe, seed 000).
+- ECE over all (sample, class) entries with equal-width bins ``(lo, hi]``.
+
+A metric undefined on the data (e.g. no image with a non-empty true set) is ``float('nan')``.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+
+_BLOCK = 1 << 22
+"""Entries (samples x classes) sorted at once by AP: bounds memory at ~a few hundred MB."""
+
+
+class MetricsInputError(ValueError):
+    """Metric inputs with the wrong shape, dtype or values."""
+
+
+# -- validation --------------------------------------------------------------------------------
+def _two_d(name: str, arr: object) -> np.ndarray:
+    out = np.asarray(arr)
+    if out.ndim != 2 or out.shape[0] < 1 or out.shape[1] < 1:
+        raise MetricsInputError(f"{name} must be a 2-D array N x C with N >= 1 and C >= 1, got "
+                                f"shape {out.shape}")
+    return out
+
+
+def _binary(name: str, arr: object, shape: tuple[int, ...]) -> np.ndarray:
+    """``arr`` as a bool array of ``shape``; values must be bool or 0/1."""
+    out = _two_d(name, arr)
+    if out.shape != shape:
+        raise MetricsInputError(f"{name} has shape {out.shape}, expected {shape}")
+    if out.dtype == np.bool_:
+        return out
+    if out.dtype.kind not in "iuf":
+        raise MetricsInputError(f"{name} must be bool or 0/1 numbers, got dtype {out.dtype}")
+    bad = (out != 0) & (out != 1)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise MetricsInputError(f"{name}[{row}, {col}] = {out[row, col]!r} is not binary "
+                                f"(expected 0/1 or bool)")
+    return out.astype(bool)
+
+
+def _scores(arr: object) -> np.ndarray:
+    out = _two_d("scores", arr)
+    if out.dtype.kind not in "iuf":
+        raise MetricsInputError(f"scores must be real numbers, got dtype {out.dtype}")
+    out = out.astype(np.float64, copy=False)
+    bad = ~np.isfinite(out) | (out < 0) | (out > 1)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise MetricsInputError(f"scores[{row}, {col}] = {out[row, col]!r} is not a finite "
+                                f"probability in [0, 1]")
+    return out
+
+
+def _target(arr: object, n: int, c: int) -> np.ndarray:
+    out = np.asarray(arr)
+    if out.shape != (n,):
+        raise MetricsInputError(f"target must have shape ({n},) (one label per row of scores), "
+                                f"got {out.shape}")
+    if out.dtype.kind not in "iu":
+        raise MetricsInputError(f"target must be integer class indices, got dtype {out.dtype}")
+    bad = out >= c
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise MetricsInputError(f"target[{row}] = {out[row]} is out of range: classes are "
+                                f"0..{c - 1} (negative = no given label)")
+    return out.astype(np.int64, copy=False)
+
+
+def _threshold(t: object) -> float:
+    if not isinstance(t, Real) or isinstance(t, bool) or np.isnan(t):
+        raise MetricsInputError(f"threshold must be a real number, got {t!r}")
+    return float(t)
+
+
+def _positive_int(name: str, k: object) -> int:
+    if not isinstance(k, Integral) or isinstance(k, bool) or k < 1:
+        raise MetricsInputError(f"{name} must be an integer >= 1, got {k!r}")
+    return int(k)
+
+
+def validate_inputs(
+    scores: object, labels: object, target: object = None, difficult: object = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Check and convert metric inputs; raise :class:`MetricsInputError` naming the problem.
+
+    Returns ``(scores float64 N x C, labels bool N x C, target int64 (N,) or None,
+    difficult bool N x C or None)``. Requirements: ``scores`` finite in [0, 1], N >= 1, C >= 1;
+    ``labels`` and ``difficult`` bool or 0/1 of the same shape; ``target`` integers ``< C``, where
+    a negative entry means "no given label" for that row.
+    """
+    s = _scores(scores)
+    y = _binary("labels", labels, s.shape)
+    tgt = None if target is None else _target(target, *s.shape)
+    diff = None if difficult is None else _binary("difficult", difficult, s.shape)
+    return s, y, tgt, diff
+
+
+# -- average precision -------------------------------------------------------------------------
+def _ap_block(s: np.ndarray, state: np.ndarray) -> np.ndarray:
+    """AP of each row of C' x N blocks (one class per row).
+
+    ``state`` is int8: 1 positive, 0 negative, -1 skipped (difficult).
+    """
+    rows, n = s.shape
+    order = np.argsort(-s, axis=1)  # order within ties is irrelevant: ties are grouped below
+    flat = order + (np.arange(rows) * n)[:, None]
+    s, state = s.ravel()[flat], state.ravel()[flat]
+    pos = state == 1
+    tp = np.cumsum(pos, axis=1, dtype=np.int32)
+    seen = np.cumsum(state >= 0, axis=1, dtype=np.int32)
+    # Index of the last entry of each entry's tie group (the threshold the entry is counted at).
+    last = np.ones(s.shape, dtype=bool)
+    last[:, :-1] = s[:, :-1] != s[:, 1:]
+    idx = np.where(last, np.arange(n, dtype=np.int32), np.int32(n))
+    end = np.minimum.accumulate(idx[:, ::-1], axis=1)[:, ::-1]
+    r, i = np.nonzero(pos)
+    e = end[r, i]
+    precision = tp[r, e] / seen[r, e]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.bincount(r, weights=precision, minlength=rows) / tp[:, -1]
+
+
+def _average_precision(s: np.ndarray, y: np.ndarray, diff: np.ndarray | None) -> np.ndarray:
+    state = y.astype(np.int8)
+    if diff is not None:
+        state[diff] = -1
+    state = state.T
+    n, c = s.shape
+    step = max(1, _BLOCK // n)
+    blocks = []
+    for lo in range(0, c, step):
+        cols = slice(lo, lo + step)
+        blocks.append(_ap_block(np.ascontiguousarray(s[:, cols].T), state[cols]))
+    return np.concatenate(blocks)
+
+
+def average_precision_per_class(
+    scores: object, labels: object, difficult: object = None
+) -> np.ndarray:
+    """Non-interpolated average precision of every class, shape (C,).
+
+    For class c, rank samples by score; at each distinct score threshold ``tau`` (ties grouped),
+    ``P(tau) = TP/(TP+FP)`` and ``R(tau) = TP/n_pos``; ``AP = sum_k (R_k - R_{k-1}) P_k``, which
+    equals the mean over positives of the precision at that positive's threshold. Identical to
+    ``sklearn.metrics.average_precision_score`` per column. Difficult entries are removed from
+    their class's ranking (VOC). A class with no (non-difficult) positive gets ``nan``.
+    """
+    s, y, _, diff = validate_inputs(scores, labels, difficult=difficult)
+    return _average_precision(s, y, diff)
+
+
+def _mean_ap(ap: np.ndarray, skip_empty: bool) -> float:
+    if skip_empty:
+        ap = ap[~np.isnan(ap)]
+        return float(ap.mean()) if ap.size else float("nan")
+    return float(np.nan_to_num(ap, nan=0.0).mean())
+
+
+def mean_average_precision(
+    scores: object, labels: object, difficult: object = None, skip_empty: bool = False
+) -> float:
+    """mAP = mean over classes of :func:`average_precision_per_class`.
+
+    A class without positives counts 0 (Cole et al.'s / sklearn's convention) unless
+    ``skip_empty``, which averages over classes with positives only (``nan`` if there are none).
+    """
+    s, y, _, diff = validate_inputs(scores, labels, difficult=difficult)
+    return _mean_ap(_average_precision(s, y, diff), skip_empty)
+
+
+# -- precision / recall / F1 -------------------------------------------------------------------
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, 0 where den == 0 (scikit-learn's ``zero_division=0``)."""
+    return np.divide(num, den, out=np.zeros(np.shape(num)), where=den > 0)
+
+
+def _f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r > 0 else 0.0
+
+
+def _prf(pred: np.ndarray, y: np.ndarray, diff: np.ndarray | None) -> dict[str, float]:
+    if diff is not None:
+        pred, y = pred & ~diff, y & ~diff
+    tp = (pred & y).sum(axis=0)
+    n_pred, n_true = pred.sum(axis=0), y.sum(axis=0)
+    cp = float(_ratio(tp, n_pred).mean())
+    cr = float(_ratio(tp, n_true).mean())
+    op = float(_ratio(tp.sum(), n_pred.sum()))
+    orec = float(_ratio(tp.sum(), n_true.sum()))
+    return {"CP": cp, "CR": cr, "CF1": _f1(cp, cr), "OP": op, "OR": orec, "OF1": _f1(op, orec)}
+
+
+def prf_from_predictions(
+    pred: object, labels: object, difficult: object = None
+) -> dict[str, float]:
+    """Macro and micro precision / recall / F1 of a predicted set against the true sets.
+
+    Per class c: ``P_c = TP_c / |pred_c|``, ``R_c = TP_c / |true_c|`` (0 when the denominator is
+    0, scikit-learn's ``zero_division=0``). ``CP = mean_c P_c``, ``CR = mean_c R_c``,
+    ``CF1 = 2 CP CR / (CP + CR)`` (harmonic mean of macro-P and macro-R, as in uncertainty
+    distillation, seed 002 -- not the mean of per-class F1). ``OP = sum TP / sum |pred|``,
+    ``OR = sum TP / sum |true|``, ``OF1`` their harmonic mean (micro). Difficult entries are
+    ignored (neither predicted nor true). Keys: CP CR CF1 OP OR OF1.
+    """
+    y = _binary("labels", labels, np.shape(labels))
+    p = _binary("pred", pred, y.shape)
+    diff = None if difficult is None else _binary("difficult", difficult, y.shape)
+    return _prf(p, y, diff)
+
+
+# -- predicted sets ----------------------------------------------------------------------------
+def threshold_set(scores: object, t: float) -> np.ndarray:
+    """Predicted set ``p >= t`` (bool N x C): used for P/R/F1 at ``--threshold``."""
+    return _scores(scores) >= _threshold(t)
+
+
+def _topk(s: np.ndarray, k: int) -> np.ndarray:
+    c = s.shape[1]
+    k = min(k, c)
+    kth = np.partition(s, c - k, axis=1)[:, c - k : c - k + 1]
+    above = s > kth
+    tied = s == kth
+    need = k - above.sum(axis=1, keepdims=True)
+    return above | (tied & (np.cumsum(tied, axis=1, dtype=np.int32) <= need))
+
+
+def topk_set(scores: object, k: int) -> np.ndarray:
+    """The k highest-scoring classes of each row (bool N x C); all classes when ``k >= C``.
+
+    Ties at the k-th score are broken toward the lower class index, so every row has exactly
+    ``min(k, C)`` classes.
+    """
+    return _topk(_scores(scores), _positive_int("k", k))
+
+
+def _real_set(s: np.ndarray, t: float) -> np.ndarray:
+    out = s > t
+    out[np.arange(s.shape[0]), s.argmax(axis=1)] = True
+    return out
+
+
+def real_set(scores: object, t: float) -> np.ndarray:
+    """MILe's predicted set: the top-1 class plus every class with ``p > t`` (bool N x C).
+
+    Top-1 ties go to the lower class index. MILe (seed 000), ReaL-F1 and label coverage.
+    """
+    return _real_set(_scores(scores), _threshold(t))
+
+
+# -- ReaL / MILe metrics -----------------------------------------------------------------------
+def _mean_or_nan(x: np.ndarray) -> float:
+    return float(x.mean()) if x.size else float("nan")
+
+
+def _real_accuracy(s: np.ndarray, y: np.ndarray) -> float:
+    rows = y.any(axis=1)
+    return _mean_or_nan(y[rows, s[rows].argmax(axis=1)])
+
+
+def real_accuracy(scores: object, labels: object) -> float:
+    """ReaL accuracy: fraction of images whose top-1 class is in the true set.
+
+    Images with an empty true set are excluded (Beyer et al.'s ReaL protocol, used by MILe);
+    ``nan`` if every true set is empty.
+    """
+    s, y, _, _ = validate_inputs(scores, labels)
+    return _real_accuracy(s, y)
+
+
+def _real_f1(s: np.ndarray, y: np.ndarray, t: float) -> float:
+    rows = y.any(axis=1)
+    pred, y = _real_set(s[rows], t), y[rows]
+    f1 = 2 * (pred & y).sum(axis=1) / (pred.sum(axis=1) + y.sum(axis=1))
+    return _mean_or_nan(f1)
+
+
+def real_f1(scores: object, labels: object, t: float) -> float:
+    """ReaL-F1 at t (MILe, seed 000): mean over images of ``2 |S ∩ Y| / (|S| + |Y|)``.
+
+    ``S`` = :func:`real_set` (top-1 plus ``p > t``), ``Y`` = true set; images with empty ``Y``
+    are excluded; ``nan`` if every true set is empty.
+    """
+    s, y, _, _ = validate_inputs(scores, labels)
+    return _real_f1(s, y, _threshold(t))
+
+
+def _coverage(s: np.ndarray, t: float) -> float:
+    return float(_real_set(s, t).sum(axis=1).mean())
+
+
+def label_coverage(scores: object, t: float) -> float:
+    """Label coverage (MILe): mean size of :func:`real_set` at t over all images (>= 1).
+
+    A set size, not a fraction: 1.16 means 16 % more labels than one per image.
+    """
+    return _coverage(_scores(scores), _threshold(t))
+
+
+def _given(target: np.ndarray) -> np.ndarray:
+    return target >= 0
+
+
+def _label_recovery(s: np.ndarray, y: np.ndarray, target: np.ndarray, t: float) -> float:
+    rows = _given(target)
+    extra = y[rows].copy()
+    extra[np.arange(extra.shape[0]), target[rows]] = False
+    found = (_real_set(s[rows], t) & extra).sum()
+    total = extra.sum()
+    return float(found / total) if total else float("nan")
+
+
+def label_recovery(scores: object, labels: object, target: object, t: float) -> float:
+    """Label recovery (MILe, Appendix B): share of the true *extra* labels that are predicted.
+
+    ``sum_i |S_i ∩ (Y_i \\ {target_i})| / sum_i |Y_i \\ {target_i}|`` with ``S_i`` =
+    :func:`real_set` at t, pooled over images; rows with a negative target (no given label) are
+    excluded; ``nan`` when there is no extra true label.
+    """
+    s, y, tgt, _ = validate_inputs(scores, labels, target=target)
+    return _label_recovery(s, y, tgt, _threshold(t))
+
+
+def _topk_accuracy(s: np.ndarray, target: np.ndarray, k: int) -> float:
+    rows = _given(target)
+    s, target = s[rows], target[rows]
+    own = s[np.arange(s.shape[0]), target][:, None]
+    # Rank of the given class under topk_set's order (score, then lower index first).
+    earlier = np.arange(s.shape[1]) < target[:, None]
+    rank = ((s > own) | ((s == own) & earlier)).sum(axis=1)
+    return _mean_or_nan(rank < k)
+
+
+def topk_accuracy(scores: object, target: object, k: int) -> float:
+    """Fraction of images whose given label is among the k top-scoring classes (top-C if k > C).
+
+    Ties follow :func:`topk_set`; rows with a negative target are excluded (``nan`` if none left).
+    """
+    s = _scores(scores)
+    return _topk_accuracy(s, _target(target, *s.shape), _positive_int("k", k))
+
+
+# -- calibration -------------------------------------------------------------------------------
+def _reliability(s: np.ndarray, y: np.ndarray, n_bins: int) -> dict[str, np.ndarray]:
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    p = s.ravel()
+    # searchsorted(left) - 1 puts p in bin b iff edges[b] < p <= edges[b+1]; p == 0 -> bin 0.
+    b = np.clip(np.searchsorted(edges, p, side="left") - 1, 0, n_bins - 1)
+    count = np.bincount(b, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = np.bincount(b, weights=p, minlength=n_bins) / count
+        frequency = np.bincount(b, weights=y.ravel(), minlength=n_bins) / count
+    return {"edges": edges, "confidence": confidence, "frequency": frequency, "count": count}
+
+
+def reliability_bins(scores: object, labels: object, n_bins: int = 15) -> dict[str, np.ndarray]:
+    """Reliability diagram over all (sample, class) entries in ``n_bins`` equal-width bins.
+
+    ``edges = linspace(0, 1, n_bins + 1)``; bin b holds ``edges[b] < p <= edges[b+1]`` (p == 0
+    goes to bin 0). Returns ``edges`` (n_bins+1), and per bin ``confidence`` (mean p),
+    ``frequency`` (fraction of positive entries) -- both ``nan`` for an empty bin -- and
+    ``count``.
+    """
+    s, y, _, _ = validate_inputs(scores, labels)
+    return _reliability(s, y, _positive_int("n_bins", n_bins))
+
+
+def _ece(s: np.ndarray, y: np.ndarray, n_bins: int) -> float:
+    rel = _reliability(s, y, n_bins)
+    full = rel["count"] > 0
+    gap = np.abs(rel["frequency"][full] - rel["confidence"][full])
+    return float((rel["count"][full] * gap).sum() / s.size)
+
+
+def expected_calibration_error(scores: object, labels: object, n_bins: int = 15) -> float:
+    """ECE over all N*C (sample, class) entries (Guo et al. 2017, per-entry for multi-label).
+
+    ``ECE = sum_b |B_b| / (N C) * |freq_b - conf_b|`` with the bins of :func:`reliability_bins`
+    (``(lo, hi]``, p == 0 in the first bin), empty bins contributing 0. In [0, 1].
+    """
+    s, y, _, _ = validate_inputs(scores, labels)
+    return _ece(s, y, _positive_int("n_bins", n_bins))
+
+
+# -- everything at once ------------------------------------------------------------------------
+def _suffixed(d: dict[str, float], suffix: str) -> dict[str, float]:
+    return {f"{k}{suffix}": v for k, v in d.items()}
+
+
+def compute_metrics(
+    scores: object,
+    labels: object,
+    target: object = None,
+    threshold: float = 0.5,
+    difficult: object = None,
+) -> dict[str, float]:
+    """All metrics as plain floats (fractions in [0, 1], or ``nan`` where undefined).
+
+    Keys: ``mAP`` (empty classes count 0, difficult skipped); ``CP CR CF1 OP OR OF1`` at
+    ``p >= threshold`` and the same with suffix ``_top3`` for the top-3 set; ``real_acc``;
+    ``real_f1@{0.25,0.5}``; ``label_coverage@{0.25,0.5}`` (a mean set size, >= 1, not a
+    fraction); ``ECE`` (15 bins). With ``target``: ``top1``, ``top5`` (top-C if C < 5),
+    ``label_recovery@{0.25,0.5}``, computed over rows with ``target >= 0`` and omitted when there
+    are none. With ``difficult`` having any True entry: ``mAP_difficult`` = mAP over the images
+    that have at least one difficult entry (difficult entries still skipped).
+    """
+    s, y, tgt, diff = validate_inputs(scores, labels, target, difficult)
+    t = _threshold(threshold)
+    out = {"mAP": _mean_ap(_average_precision(s, y, diff), skip_empty=False)}
+    out |= _prf(s >= t, y, diff)
+    out |= _suffixed(_prf(_topk(s, 3), y, diff), "_top3")
+    out["real_acc"] = _real_accuracy(s, y)
+    for rho in (0.25, 0.5):
+        out[f"real_f1@{rho}"] = _real_f1(s, y, rho)
+        out[f"label_coverage@{rho}"] = _coverage(s, rho)
+    out["ECE"] = _ece(s, y, 15)
+    if tgt is not None and _given(tgt).any():
+        out["top1"] = _topk_accuracy(s, tgt, 1)
+        out["top5"] = _topk_accuracy(s, tgt, 5)
+        for rho in (0.25, 0.5):
+            out[f"label_recovery@{rho}"] = _label_recovery(s, y, tgt, rho)
+    if diff is not None and diff.any():
+        rows = diff.any(axis=1)
+        out["mAP_difficult"] = _mean_ap(_average_precision(s[rows], y[rows], diff[rows]), False)
+    return out

@@ -1,0 +1,75 @@
+"""The backbone registry and :func:`build_model`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from unhot.models import resnet, small_cnn
+from unhot.models.heads import Classifier
+
+
+class ModelConfigError(ValueError):
+    """A model that cannot be built: names the argument, its value and what is valid."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone: ``build(in_channels, width, input_size)`` returns a module
+    with an ``out_channels`` attribute whose forward gives the last feature map [B, F, h, w].
+    ``memory_format`` is the layout measured fastest for a CPU training step."""
+
+    build: Callable[[int, int, int | None], nn.Module]
+    default_width: int
+    memory_format: torch.memory_format
+
+
+# channels_last trained faster for every backbone (batch 128, 2 threads): small_cnn 1.1-1.3x,
+# resnet18/34/50 at width 16-64 1.1-1.5x.
+BACKBONES: dict[str, BackboneSpec] = {
+    "small_cnn": BackboneSpec(lambda c, w, _size: small_cnn.SmallCNN(c, w),
+                              small_cnn.DEFAULT_WIDTH, torch.channels_last),
+    "resnet18": BackboneSpec(resnet.resnet_factory(resnet.BasicBlock, (2, 2, 2, 2)),
+                             resnet.DEFAULT_WIDTH, torch.channels_last),
+    "resnet34": BackboneSpec(resnet.resnet_factory(resnet.BasicBlock, (3, 4, 6, 3)),
+                             resnet.DEFAULT_WIDTH, torch.channels_last),
+    "resnet50": BackboneSpec(resnet.resnet_factory(resnet.Bottleneck, (3, 4, 6, 3)),
+                             resnet.DEFAULT_WIDTH, torch.channels_last),
+}
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ModelConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def build_model(backbone: str, in_channels: int, num_classes: int, *, width: int = 0,
+                calibration_head: bool = False, head_bias: float | None = None,
+                input_size: int | None = None) -> Classifier:
+    """A freshly initialised :class:`Classifier` (ResNets: Kaiming init; small_cnn: PyTorch's).
+
+    ``width`` 0 = the backbone's default base width; ``input_size`` (pixels a side) picks the
+    ResNet stem (CIFAR style below 64, else ImageNet; None = ImageNet) and is ignored by
+    ``small_cnn``. ``head_bias`` fills the classification head's bias, e.g. ``-log(C)`` so the
+    initial sigmoid is about 1/C (MILe code's ``adjust_bias``). Draws from torch's global RNG.
+    """
+    if backbone not in BACKBONES:
+        raise ModelConfigError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
+    _check_int("in_channels", in_channels, 1)
+    _check_int("num_classes", num_classes, 1)
+    _check_int("width", width, 0)
+    if input_size is not None:
+        _check_int("input_size", input_size, 1)
+    if head_bias is not None and not math.isfinite(head_bias):
+        raise ModelConfigError(f"head_bias must be finite, got {head_bias!r}")
+    spec = BACKBONES[backbone]
+    net = spec.build(in_channels, width or spec.default_width, input_size)
+    model = Classifier(net, net.out_channels, num_classes, with_calibration=calibration_head,
+                       preferred_memory_format=spec.memory_format)
+    if head_bias is not None:
+        nn.init.constant_(model.head.bias, head_bias)
+    return model

@@ -1,0 +1,196 @@
+"""The run folder: atomic writes, the manifest, checkpoints and safe loading.
+
+Layout of ``RUN_DIR``::
+
+    config.yaml               the resolved config (a rerun must match it)
+    manifest.json             which stages are complete, their per-epoch history and test metrics
+    metrics.jsonl             one row per (stage, epoch), regenerated atomically every epoch
+    stages/<stage>/checkpoint.pt       latest epoch: model, optimizer, task state, history
+    stages/<stage>/model.safetensors   the stage's final weights (+ architecture metadata)
+    stages/<stage>/test_predictions.npz  test scores, true sets, given labels, difficult marks
+    final_metrics.json        test metrics of the last stage
+
+Every file is written to a temporary name in the same folder and renamed into place, so a run
+killed at any moment leaves only complete files; resume trusts the checkpoint's own epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+import yaml
+
+
+class RunError(RuntimeError):
+    """A run folder that cannot be used as asked (a different run's files, a bad checkpoint)."""
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block ends.
+
+    The rename is atomic on POSIX file systems, so readers see the old file or the new one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: Path, write: Callable[[IO[Any]], None], mode: str = "w") -> None:
+    """Write ``path`` atomically through ``write(handle)``."""
+    with atomic_path(path) as tmp, open(tmp, mode) as handle:
+        write(handle)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON (NaN written as null)."""
+    text = json.dumps(_json_safe(obj), indent=2, sort_keys=False)
+    atomic_write(path, lambda h: h.write(text + "\n"))
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file, naming it in the error if it is corrupt."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise RunError(f"{path}: not valid JSON ({err})") from err
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Atomically (re)write a JSON-lines file."""
+    text = "".join(json.dumps(_json_safe(r)) + "\n" for r in rows)
+    atomic_write(path, lambda h: h.write(text))
+
+
+def write_yaml(path: Path, obj: Any) -> None:
+    """Atomically write YAML."""
+    atomic_write(path, lambda h: yaml.safe_dump(obj, h, sort_keys=False))
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Atomically write a compressed ``.npz``."""
+    atomic_write(path, lambda h: np.savez_compressed(h, **arrays), mode="wb")
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Atomically ``torch.save`` a checkpoint made of tensors and plain values only."""
+    atomic_write(path, lambda h: torch.save(state, h), mode="wb")
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``: nothing in it can run code.
+
+    A file that needs pickle to load is refused with an explanation.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise RunError(f"{path}: refused to load: it holds objects that need pickle (which can "
+                       f"run code). Only tensors and plain values are accepted. ({err})") from err
+    except (RuntimeError, EOFError, OSError) as err:
+        raise RunError(f"{path}: cannot read checkpoint ({err})") from err
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    return obj
+
+
+class RunFolder:
+    """Paths and manifest of one run folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def final_metrics_path(self) -> Path:
+        return self.root / "final_metrics.json"
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / "stages" / stage
+
+    def checkpoint_path(self, stage: str) -> Path:
+        return self.stage_dir(stage) / "checkpoint.pt"
+
+    def weights_path(self, stage: str) -> Path:
+        return self.stage_dir(stage) / "model.safetensors"
+
+    def best_weights_path(self, stage: str) -> Path:
+        return self.stage_dir(stage) / "best.safetensors"
+
+    def predictions_path(self, stage: str, split: str = "test") -> Path:
+        return self.stage_dir(stage) / f"{split}_predictions.npz"
+
+    def read_manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.exists():
+            return {"stages": {}, "complete": False}
+        return read_json(self.manifest_path)
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        write_json(self.manifest_path, manifest)
+
+    def claim(self, resolved: dict[str, Any], ignore: tuple[str, ...]) -> None:
+        """Write the config, or check that an existing folder holds this same run.
+
+        Keys in ``ignore`` (dotted) may differ (they do not change results).
+        """
+        if self.config_path.exists():
+            old = yaml.safe_load(self.config_path.read_text())
+            diff = _first_difference(old, resolved, ignore)
+            if diff is not None:
+                raise RunError(f"{self.root} holds a different run ('{diff}' differs from this "
+                               f"config); choose another --out or remove that folder")
+        elif self.root.exists() and any(self.root.iterdir()):
+            raise RunError(f"{self.root} is not empty and holds no unhot run (no config.yaml); "
+                           f"choose another --out")
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_yaml(self.config_path, resolved)
+
+
+def _first_difference(old: Any, new: Any, ignore: tuple[str, ...], path: str = "") -> str | None:
+    if path in ignore:
+        return None
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            sub = f"{path}.{key}" if path else str(key)
+            found = _first_difference(old.get(key), new.get(key), ignore, sub)
+            if found is not None:
+                return found
+        return None
+    return None if old == new else (path or "config")
