@@ -77,13 +77,19 @@ def demo_config(method: str, overrides: Sequence[str]) -> RunConfig:
     return parse_config(apply_overrides(raw, list(overrides)))
 
 
+def format_metric(key: str, value: float) -> str:
+    """``value`` for a table: label coverage as a count, every other metric in percent."""
+    return f"{value:.2f}" if key.startswith("label_coverage") else f"{100 * value:.2f}"
+
+
 def format_table(rows: dict[str, dict[str, float]], keys: Sequence[str]) -> str:
-    """A Markdown table: one row per run, metrics in percent."""
+    """A Markdown table: one row per run; fractions in percent, label coverage (a mean count
+    of labels per image) as is."""
     head = "| method | " + " | ".join(keys) + " |"
     rule = "|---|" + "---:|" * len(keys)
     lines = [head, rule]
     for name, metrics in rows.items():
-        cells = [f"{100 * metrics[k]:.2f}" if k in metrics else "-" for k in keys]
+        cells = [format_metric(k, metrics[k]) if k in metrics else "-" for k in keys]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -102,7 +108,8 @@ def demo_command(args: argparse.Namespace) -> int:
         rows[method] = Engine(cfg, folders[method]).run()
     print()
     print(format_table(rows, TABLE_KEYS))
-    print("(percent; ReaL = against the full set of digits in each grid)")
+    print("(percent, except label coverage = mean predicted labels per image; ReaL = against "
+          "the full set of digits in each grid)")
     for method, folder in folders.items():
         print(f"run folder ({method}): {folder}")
     return 0

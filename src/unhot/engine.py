@@ -298,7 +298,10 @@ class StageRunner:
         seed = derive_seed(self.cfg.seed, self.index, self.epoch)
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        self.sampler.set_epoch(self.epoch)
+        # Accelerate's loader counts its own epochs from 0 and re-sets the sampler's epoch from
+        # that count; a resumed run must hand it the true epoch.
+        set_epoch = getattr(self.loader, "set_epoch", self.sampler.set_epoch)
+        set_epoch(self.epoch)
         self.model.train()
         sums: dict[str, Tensor] = {}
         images_seen = 0
