@@ -11,8 +11,11 @@ difficult w.p. 0.15). For every seed (training seed = data seed), seven runs of 
 - ``self_kd`` / ``self_ud``: the paper's schedule (Sec. 5.3.2): the epochs of ``bce`` on the
   labels (plain BCE / BCE + PAL-N), then a cosine restart for as many epochs, distilled from the
   best first-half epoch (validation mAP);
-- controls: ``bce_2x`` (BCE for the self-distillation runs' total epochs) and ``ud_cal_only``
-  (UD without the attention term, beta = 0).
+- controls: ``bce_2x`` (BCE for the self-distillation runs' total epochs), ``ud_cal_only``
+  (UD without the attention term, beta = 0), ``ud_low_beta`` (attention weight 0.05, not the
+  paper's 0.5) and ``self_kd_gt`` / ``self_ud_gt`` (self-distillation with the labels' BCE
+  added at weight 1, ``cls_balance``: a network distilled from its own weights with pure
+  distillation has almost no gradient to follow).
 
 Run: ``python benchmarks/ud_grid.py [--quick] [--seeds N]``. Finished runs are reused (the run
 folders resume), so an interrupted benchmark continues where it stopped. Writes
@@ -41,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "ud_grid.yaml"
 RESULTS = ROOT / "benchmarks" / "results"
 METHODS = ("bce", "bce_cal", "kd", "ud", "self_kd", "self_ud")
-CONTROLS = ("bce_2x", "ud_cal_only")
+CONTROLS = ("bce_2x", "ud_cal_only", "ud_low_beta", "self_kd_gt", "self_ud_gt")
+BETA = {"ud_cal_only": 0.0, "ud_low_beta": 0.05}
 TABLE_KEYS = ("mAP", "mAP_difficult", "CF1", "OF1", "ECE")
 PAPER = {  # VOC2007, ResNet-18 student, mAP % (Song et al. 2021)
     "bce": "88.91 (Tab. 2); 90.48 (Tab. 3, their training tricks)",
@@ -80,29 +84,34 @@ def variant(base: dict[str, Any], name: str, seed: int, teacher_weights: Path | 
     elif name == "teacher":
         raw["method"] = {"name": "bce_cal"}
         raw["model"] = teacher_model
-    elif name in ("kd", "ud", "ud_cal_only"):
+    elif name in ("kd", "ud", *BETA):
         raw["method"] = {"name": name[:2], "teacher_checkpoint": str(teacher_weights)}
-        if name == "ud_cal_only":
-            raw["method"]["beta"] = 0.0
+        if name in BETA:
+            raw["method"]["beta"] = BETA[name]
     else:
-        raw["method"] = {"name": name.removeprefix("self_"), "self_distill": True,
-                         "teacher_epochs": epochs}
+        raw["method"] = {"name": name.removeprefix("self_").removesuffix("_gt"),
+                         "self_distill": True, "teacher_epochs": epochs,
+                         "cls_balance": 1.0 if name.endswith("_gt") else 0.0}
     return raw
 
 
 def train(raw: dict[str, Any], folder: Path) -> tuple[dict[str, float], float]:
-    """Train (or resume / reuse) one run; its final test metrics and wall time."""
-    start = time.perf_counter()
+    """Train (or resume / reuse) one run; its final test metrics and its training seconds (the
+    sum of its epochs' ``train_seconds`` over all stages, also right for a reused run)."""
     metrics = Engine(parse_config(raw), folder).run()
-    return metrics, time.perf_counter() - start
+    manifest = json.loads((folder / "manifest.json").read_text())
+    seconds = sum(row.get("train_seconds") or 0.0 for stage in manifest["stages"].values()
+                  for row in stage["history"])
+    return metrics, seconds
 
 
 def summarise(per_seed: list[dict[str, float]], seeds: list[int]) -> dict[str, Any]:
-    """Mean and sample std (ddof 1) of every metric over seeds, and the per-seed values."""
+    """Every metric's mean over seeds (top-level keys, as in ``unhot metrics``), its sample std
+    (ddof 1) under ``std``, the ``seeds`` and the per-seed values."""
     keys = [k for k in per_seed[0] if all(k in m for m in per_seed)]
     values = {k: np.array([m[k] for m in per_seed], dtype=float) for k in keys}
     ddof = 1 if len(per_seed) > 1 else 0
-    return {"mean": {k: float(v.mean()) for k, v in values.items()},
+    return {**{k: float(v.mean()) for k, v in values.items()},
             "std": {k: float(v.std(ddof=ddof)) for k, v in values.items()},
             "seeds": seeds,
             "per_seed": {k: v.tolist() for k, v in values.items()}}
@@ -122,19 +131,22 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
              "| run | " + " | ".join(TABLE_KEYS) + " | paper, VOC2007 ResNet-18 mAP |",
              "|---|" + "---:|" * len(TABLE_KEYS) + "---|"]
     for name in ("teacher", *METHODS, *CONTROLS):
-        cells = [f"{100 * results[name]['mean'][k]:.2f} ± {100 * results[name]['std'][k]:.2f}"
+        cells = [f"{100 * results[name][k]:.2f} ± {100 * results[name]['std'][k]:.2f}"
                  for k in TABLE_KEYS]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {PAPER.get(name, '-')} |")
     lines += ["", "Paired differences (same seed and data), percentage points:", "",
               "| comparison | " + " | ".join(TABLE_KEYS) + " |",
               "|---|" + "---:|" * len(TABLE_KEYS)]
     for a, b in (("bce_cal", "bce"), ("kd", "bce"), ("ud", "kd"), ("ud_cal_only", "kd"),
-                 ("ud", "ud_cal_only"), ("self_kd", "bce_2x"), ("self_ud", "self_kd")):
+                 ("ud", "ud_cal_only"), ("ud_low_beta", "ud_cal_only"),
+                 ("self_kd", "bce_2x"), ("self_ud", "self_kd"), ("self_kd_gt", "bce_2x"),
+                 ("self_ud_gt", "self_kd_gt")):
         lines.append(f"| {a} − {b} | " + " | ".join(paired(results, a, b, k)
                                                     for k in TABLE_KEYS) + " |")
-    lines += ["", f"ECE: 15 equal-width bins over all (image, class) entries; lower is better. "
-              f"The paper reports no ECE numbers (Fig. 3 only). Wall time: "
-              f"{meta['wall_seconds'] / 60:.1f} min on {meta['threads']} threads.",
+    lines += ["", "ECE: 15 equal-width bins over all (image, class) entries; lower is better, so "
+              "a positive ECE difference means worse calibration. The paper reports no ECE "
+              f"numbers (Fig. 3 only). Training time (epochs only, all runs): "
+              f"{meta['train_seconds'] / 60:.1f} min on {meta['threads']} threads.",
               f"Command: `{meta['command']}`", ""]
     return "\n".join(lines)
 
@@ -158,12 +170,12 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("teacher", *METHODS, *CONTROLS):
             raw = variant(base, name, seed, teacher_dir / "stages" / "train" /
                           "model.safetensors")
-            metrics, wall = train(raw, runs / f"{name}_s{seed}")
+            metrics, run_seconds = train(raw, runs / f"{name}_s{seed}")
             per_seed.setdefault(name, []).append(metrics)
-            seconds.setdefault(name, []).append(wall)
-            print(f"seed {seed} {name:8s} {wall:6.1f}s  " + "  ".join(
+            seconds.setdefault(name, []).append(run_seconds)
+            print(f"seed {seed} {name:11s} {run_seconds:6.1f}s  " + "  ".join(
                 f"{k} {100 * metrics[k]:.2f}" for k in TABLE_KEYS), flush=True)
-    results = {name: summarise(rows, seeds) | {"wall_seconds": seconds[name]}
+    results = {name: summarise(rows, seeds) | {"train_seconds": seconds[name]}
                for name, rows in per_seed.items()}
     data = base["data"]
     meta = {"seeds": len(seeds), "command": " ".join(["python", "benchmarks/ud_grid.py",
@@ -175,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{base['optim']['epochs']} epochs SGD lr {base['optim']['lr']} "
                         f"cosine (self_*: {base['optim']['epochs']} + restart "
                         f"{base['optim']['epochs']}; bce_2x: {2 * base['optim']['epochs']})."),
+            "train_seconds": sum(map(sum, seconds.values())),
             "wall_seconds": time.perf_counter() - start, "threads": torch.get_num_threads(),
             "torch": torch.__version__, "unhot": unhot.__version__,
             "config": str(CONFIG.relative_to(ROOT)), "quick": args.quick}

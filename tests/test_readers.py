@@ -189,6 +189,35 @@ def test_csv_partial_labels_and_difficult_unknown(tmp_path):
     assert train.target.tolist() == [-1, 3, -1]
 
 
+def test_csv_unknown_column(tmp_path):
+    write_text(tmp_path / "u.csv", "path,labels,unknown,difficult,negatives\n"
+                                   "a.png,cat,dog,,\n"
+                                   "b.png,,cat,cat,\n"
+                                   "c.png,dog,,cat,bird\n")
+    rows = read_label_csv(tmp_path / "u.csv")
+    assert [r.unknown for r in rows] == [("dog",), ("cat",), ()]
+    names = ["bird", "cat", "dog"]
+    for policy in ("negative", "unknown"):
+        labels, true, target = label_matrix(rows, names, "u.csv", policy)
+        assert labels.positive.astype(int).tolist() == [[0, 1, 0], [0, 0, 0], [0, 1, 1]]
+        negative = [[1, 0, 0], [1, 0, 1], [1, 0, 0]] if policy == "negative" else [
+            [0, 0, 0], [0, 0, 0], [1, 0, 0]]
+        assert labels.negative.astype(int).tolist() == negative
+        assert labels.difficult.astype(int).tolist() == [[0, 0, 0], [0, 1, 0], [0, 1, 0]]
+        assert true.astype(int).tolist() == [[0, 1, 0], [0, 1, 0], [0, 1, 1]]
+        assert target.tolist() == [1, -1, -1]
+
+
+@pytest.mark.parametrize(("lines", "pair"), [
+    (["path,labels,unknown", "y.png,,", "x.png,cat,cat"], "labels and in unknown"),
+    (["path,labels,negatives,unknown", "y.png,,,", "x.png,,cat,cat"], "negatives and in unknown"),
+])
+def test_csv_unknown_conflicts_name_the_line(lines, pair):
+    rows = parse_label_csv([line + "\n" for line in lines], "u.csv")
+    with pytest.raises(DataError, match=f"u\\.csv line 3: class 'cat' is listed both in {pair}"):
+        label_matrix(rows, ["cat"], "u.csv")
+
+
 def test_csv_class_file_order_separator_and_val(tmp_path):
     write_image(tmp_path / "a b.png")
     write_text(tmp_path / "classes.txt", "sea lion\ncat\nunused\n")
@@ -288,14 +317,11 @@ def _read_back(path, names, policy):
 
 @settings(max_examples=40, deadline=None)
 @given(arrays(np.int8, st.tuples(st.integers(1, 5), st.integers(1, 4)), elements=st.sampled_from(
-    [-1, 0, 1])), st.booleans())
-def test_write_then_read_round_trip(ternary, partial):
+    [-1, 0, 1])), st.sampled_from(["negative", "unknown"]))
+def test_write_then_read_round_trip(ternary, policy):
     names = [f"c{i}" for i in range(ternary.shape[1])]
-    if not partial:
-        ternary[ternary == 0] = -1
     labels = LabelMatrix(ternary == 1, ternary == -1)
     ids = [f"img/{i}.png" for i in range(len(ternary))]
-    policy = "unknown" if partial else "negative"
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "out.csv"
         write_label_csv(path, ids, labels, names, unlabelled_policy=policy)
@@ -305,7 +331,7 @@ def test_write_then_read_round_trip(ternary, partial):
     np.testing.assert_array_equal(back.negative, labels.negative)
 
 
-def test_write_keeps_difficult_and_refuses_unknown_under_negative_policy(tmp_path):
+def test_write_keeps_difficult_and_unknown_under_negative_policy(tmp_path):
     pos = np.array([[True, False], [False, False]])
     diff = np.array([[True, False], [False, False]])
     labels = LabelMatrix(pos, ~pos, diff)
@@ -315,16 +341,15 @@ def test_write_keeps_difficult_and_refuses_unknown_under_negative_policy(tmp_pat
     rows = read_label_csv(tmp_path / "d.csv", ";")
     back = label_matrix(rows, ["x", "y"], "d.csv")[0]
     np.testing.assert_array_equal(back.difficult, diff)
-    partial = LabelMatrix(pos, np.zeros_like(pos))
-    with pytest.raises(DataError, match="image 'a' has class 'y' unknown"):
-        write_label_csv(tmp_path / "e.csv", ["a", "b"], partial, ["x", "y"],
-                        unlabelled_policy="negative")
-    assert not (tmp_path / "e.csv").exists()
+    partial = LabelMatrix(pos, np.array([[False, False], [True, False]]))
+    write_label_csv(tmp_path / "e.csv", ["a", "b"], partial, ["x", "y"],
+                    unlabelled_policy="negative")
+    assert (tmp_path / "e.csv").read_text() == "path,labels,unknown\na,x,y\nb,,y\n"
 
 
 _CSV_TEXT = st.text(alphabet=string.printable + "é\x00\u2028", max_size=40)
 _CSV_FIELD = st.text(alphabet="ab |;./\\ \"\x00", max_size=8)
-_CSV_ROW = st.lists(_CSV_FIELD, min_size=4, max_size=4).map(",".join)
+_CSV_ROW = st.lists(_CSV_FIELD, min_size=5, max_size=5).map(",".join)
 _CSV_LINE = st.one_of(_CSV_ROW, _CSV_ROW, _CSV_TEXT)
 
 
@@ -333,10 +358,11 @@ _CSV_LINE = st.one_of(_CSV_ROW, _CSV_ROW, _CSV_TEXT)
        st.booleans(), st.sampled_from(["negative", "unknown"]))
 def test_csv_parser_fuzz_only_raises_data_errors(lines, separator, header, policy):
     if header:
-        lines = ["path,labels,negatives,difficult", *lines]
+        lines = ["path,labels,negatives,unknown,difficult", *lines]
     try:
         rows = parse_label_csv([line + "\n" for line in lines], "fuzz.csv", separator)
-        names = sorted({n for r in rows for n in (*r.labels, *r.negatives, *r.difficult)})
+        names = sorted({n for r in rows
+                        for n in (*r.labels, *r.negatives, *r.unknown, *r.difficult)})
         labels, true, target = label_matrix(rows, names[:2], "fuzz.csv", policy)
         for row in rows:
             resolve_under_root(tempfile.gettempdir(), row.path)

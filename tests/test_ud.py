@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from readers_fixtures import coco_dataset, coco_document
 
 from unhot.cli import main
 from unhot.config import ConfigError, ModelConfig, parse_config
+from unhot.engine import Engine
 from unhot.losses import grad_cam, masked_bce, pal_n_loss, uncertainty
 from unhot.methods.base import StepContext
 from unhot.methods.ud import (
@@ -186,3 +190,42 @@ def test_end_to_end_self_distillation(tmp_path):
     assert (out / "stages" / "first_half" / "best.safetensors").exists()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stages"]["second_half"]["complete"]
+
+
+def test_coco_teacher_and_student_keep_the_class_list_and_refuse_another(tmp_path):
+    root = coco_dataset(tmp_path / "coco")
+    raw = {"seed": 0, "method": {"name": "ud", "teacher_epochs": 1},
+           "data": {"name": "coco", "root": str(root), "image_size": 16, "channels": 3},
+           "model": {"backbone": "small_cnn", "width": 4},
+           "optim": {"epochs": 1, "batch_size": 2, "lr": 0.01},
+           "train": {"eval_every": 0, "progress": False}}
+    out = tmp_path / "run"
+    config = tmp_path / "coco.json"
+    config.write_text(json.dumps(raw))
+    assert main(["train", "--config", str(config), "--out", str(out)]) == 0
+    classes = ("person", "car", "dog")  # ascending category id 1, 3, 18
+    for stage in ("teacher", "student"):
+        assert read_architecture(out / "stages" / stage / "model.safetensors").class_names == \
+            classes
+        saved = torch.load(out / "stages" / stage / "checkpoint.pt", weights_only=True)
+        assert tuple(saved["class_names"]) == classes
+    # Resuming (as after a kill in the teacher stage) on data whose categories were renamed is
+    # refused by the epoch checkpoint.
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["complete"] = False
+    manifest["stages"] = {"teacher": {"complete": False, "epochs_done": 1}}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    renamed = coco_document(categories=[{"id": 18, "name": "wolf"}, {"id": 1, "name": "person"},
+                                        {"id": 3, "name": "car"}])
+    (root / "annotations" / "instances_train2017.json").write_text(json.dumps(renamed))
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(renamed))
+    with pytest.raises(RunError, match=r"checkpoint\.pt: trained on classes \['person', 'car', "
+                                       r"'dog'\]\.\.\. \(3\), but the data now has"):
+        Engine(parse_config(raw), out).run()
+
+
+@pytest.mark.parametrize("name", ["ud_grid", "ud_self_grid", "ud_coco", "ud_csv"])
+def test_shipped_configs_parse(name):
+    root = Path(__file__).resolve().parents[1] / "configs"
+    raw = yaml.safe_load((root / f"{name}.yaml").read_text())
+    assert parse_config(raw).method.lam == pytest.approx(0.1)

@@ -19,9 +19,10 @@ from unhot.config import ConfigError, RunConfig, apply_overrides, load_config, p
 from unhot.data.base import DataError
 from unhot.labels import LabelError
 from unhot.metrics import MetricsInputError, compute_metrics
+from unhot.models import ModelConfigError
 from unhot.runs import RunError
 
-USER_ERRORS = (ConfigError, DataError, LabelError, MetricsInputError, RunError)
+USER_ERRORS = (ConfigError, DataError, LabelError, MetricsInputError, ModelConfigError, RunError)
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 DEMO_METHODS = ("softmax", "sigmoid")
 TABLE_KEYS = ("top1", "real_acc", "real_f1@0.25", "real_f1@0.5", "label_coverage@0.25", "mAP",
@@ -44,7 +45,13 @@ def metrics_command(args: argparse.Namespace) -> int:
     scores = load_array(args.scores, "scores")
     labels = load_array(args.labels, "labels")
     target = load_array(args.target, "target") if args.target else None
-    result = compute_metrics(scores, labels, target, threshold=args.threshold)
+    try:
+        result = compute_metrics(scores, labels, target, threshold=args.threshold)
+    except MetricsInputError as err:
+        # Name the file behind the array the message is about ("labels[3, 1] = 2 ...").
+        name = next((k for k in ("scores", "labels", "target") if str(err).startswith(k)), None)
+        where = f"--{name} {getattr(args, name)}: " if name else ""
+        raise MetricsInputError(f"{where}{err}") from err
     print(json.dumps(result, indent=2))
     return 0
 

@@ -232,7 +232,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got '{item}'")
         key, text = item.split("=", 1)
-        value = yaml.safe_load(text) if text else ""
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {key}: value {text!r} is not valid YAML "
+                              f"({str(err).splitlines()[0]})") from err
         node = raw
         parts = key.split(".")
         for part in parts[:-1]:
@@ -275,7 +279,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+            where = getattr(err, "problem_mark", None)
+            line = f" at line {where.line + 1}" if where is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            hint = ("; configs are read with yaml.safe_load, which refuses Python tags (they "
+                    "could run code)") if "python/" in problem else ""
+            raise ConfigError(f"{path}: not valid YAML{line} ({problem}){hint}") from err
     return parse_config(apply_overrides(raw, overrides or []))
 
 

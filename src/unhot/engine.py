@@ -36,6 +36,7 @@ from unhot.runs import (
     RunError,
     RunFolder,
     load_checkpoint,
+    one_line,
     save_checkpoint,
     write_json,
     write_jsonl,
@@ -163,10 +164,22 @@ class Engine:
                             tuple(self.data.class_names), stage.calibration_head, shape[1])
 
     def run(self) -> dict[str, float]:
-        """Train every stage not yet complete; return the last stage's test metrics."""
-        if self.is_main:
-            self.folder.claim(to_dict(self.cfg), RESULT_NEUTRAL_KEYS)
+        """Train every stage not yet complete; return the last stage's test metrics.
+
+        Bad input found before the first checkpoint of a new run folder (a corrupt image, a
+        teacher of another class list) leaves no folder behind (:meth:`RunFolder.release`).
+        """
+        created = self.folder.claim(to_dict(self.cfg), RESULT_NEUTRAL_KEYS) \
+            if self.is_main else False
         self.accelerator.wait_for_everyone()
+        try:
+            return self._run_stages()
+        except (ValueError, RunError):
+            if created:
+                self.folder.release()
+            raise
+
+    def _run_stages(self) -> dict[str, float]:
         manifest = self.folder.read_manifest()
         metrics: dict[str, float] = {}
         for index, stage in enumerate(self.stages):
@@ -273,9 +286,19 @@ class StageRunner:
         path = self.engine.folder.checkpoint_path(self.stage.name)
         if not path.exists():
             return
-        state = load_checkpoint(path)
-        self.acc.unwrap_model(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        state = load_checkpoint(path, ("model", "optimizer", "task", "epoch", "step", "history"))
+        saved = state.get("class_names")
+        if saved is not None and tuple(saved) != self.arch.class_names:
+            raise RunError(f"{path}: trained on classes {list(saved)[:5]}... ({len(saved)}), but "
+                           f"the data now has {list(self.arch.class_names)[:5]}... "
+                           f"({self.arch.num_classes}); train into a new --out folder")
+        try:
+            self.acc.unwrap_model(self.model).load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise RunError(f"{path}: does not fit stage '{self.stage.name}' ({self.arch.backbone}"
+                           f", width {self.arch.width}, {self.arch.num_classes} classes): "
+                           f"{one_line(err)}") from err
         self.task.load_state_dict(state["task"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = list(state["history"])
@@ -347,11 +370,14 @@ class StageRunner:
         bad = [f"{k}={v.item()}" for k, v in losses.items() if not torch.isfinite(v)]
         kept = self.engine.folder.checkpoint_path(self.stage.name)
         where = f"{kept} (epoch {self.epoch})" if kept.exists() else "none yet"
+        lr = learning_rate(max(0, self.step - 1), self.steps_per_epoch, self.epochs,
+                           self.cfg.optim)
         raise TrainingError(
-            f"stage '{self.stage.name}', epoch {self.epoch + 1}, step {self.step}: non-finite "
-            f"loss term {', '.join(bad)}. Last good checkpoint: {where}. Likely causes: a "
-            f"learning rate too high for this model (optim.lr={self.cfg.optim.lr}), no "
-            f"gradient clipping (optim.grad_clip), or labels/images with NaN values.")
+            f"stage '{self.stage.name}', epoch {self.epoch + 1}, step {self.step + 1}: "
+            f"non-finite loss term {', '.join(bad)}. Last good checkpoint: {where}. Likely "
+            f"causes: a learning rate too high for this model (last step's lr {lr:.3g}, "
+            f"optim.lr={self.cfg.optim.lr}), no gradient clipping (optim.grad_clip), or "
+            f"labels/images with NaN values.")
 
     # -- evaluation ----------------------------------------------------------------------
     def predict(self, split: Split, model: nn.Module | None = None) -> np.ndarray:
@@ -403,7 +429,7 @@ class StageRunner:
             state = {"model": self.acc.unwrap_model(self.model).state_dict(),
                      "optimizer": self.optimizer.state_dict(), "task": self.task.state_dict(),
                      "epoch": self.epoch, "step": self.step, "history": self.history,
-                     "best": self.best}
+                     "best": self.best, "class_names": list(self.arch.class_names)}
             folder = self.engine.folder
             save_checkpoint(folder.checkpoint_path(self.stage.name), state)
             self._write_metrics_log()

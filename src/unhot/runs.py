@@ -10,8 +10,9 @@ Layout of ``RUN_DIR``::
     stages/<stage>/test_predictions.npz  test scores, true sets, given labels, difficult marks
     final_metrics.json        test metrics of the last stage
 
-Every file is written to a temporary name in the same folder and renamed into place, so a run
-killed at any moment leaves only complete files; resume trusts the checkpoint's own epoch.
+Every file is written to a temporary name in the same folder (``.<name>.<random>.tmp``), flushed
+to disk and renamed into place, so a run killed at any moment leaves only complete files (plus
+perhaps a stale temporary file, which nothing reads); resume trusts the checkpoint's own epoch.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,9 +32,21 @@ import numpy as np
 import torch
 import yaml
 
+TEMP_SUFFIX = ".tmp"
+
 
 class RunError(RuntimeError):
     """A run folder that cannot be used as asked (a different run's files, a bad checkpoint)."""
+
+
+def one_line(err: BaseException) -> str:
+    """``err``'s message on one line: its most telling line for torch's multi-line errors
+    (pickle refusals, ``load_state_dict`` mismatches), whitespace collapsed, colours stripped."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    telling = [line for line in lines if "Unsupported global" in line or "size mismatch" in line
+               or line.startswith(("Missing key", "Unexpected key"))]
+    return " ".join((telling or lines or [type(err).__name__])[:2])
 
 
 @contextmanager
@@ -41,7 +56,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     The rename is atomic on POSIX file systems, so readers see the old file or the new one.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -49,8 +64,20 @@ def atomic_path(path: Path) -> Iterator[Path]:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable across a power cut (a killed process needs no fsync).
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    with suppress(OSError):
+        os.fsync(fd)
+    os.close(fd)
 
 
 def atomic_write(path: Path, write: Callable[[IO[Any]], None], mode: str = "w") -> None:
@@ -94,18 +121,24 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda h: torch.save(state, h), mode="wb")
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, keys: tuple[str, ...] = ()) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``: nothing in it can run code.
 
-    A file that needs pickle to load is refused with an explanation.
+    A file that needs pickle to load (any object other than tensors, numbers, strings, lists and
+    dicts) is refused with an explanation; so is a file that is not a dict holding ``keys``.
     """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise RunError(f"{path}: refused to load: it holds objects that need pickle (which can "
-                       f"run code). Only tensors and plain values are accepted. ({err})") from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise RunError(f"{path}: cannot read checkpoint ({err})") from err
+        raise RunError(f"{path}: refused to load: it holds Python objects that only pickle can "
+                       f"rebuild, and unpickling can run arbitrary code; unhot checkpoints hold "
+                       f"tensors and plain values only ({one_line(err)})") from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise RunError(f"{path}: cannot read checkpoint ({one_line(err)})") from err
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise RunError(f"{path}: not an unhot checkpoint (no {', '.join(missing)})")
+    return state
 
 
 def _json_safe(obj: Any) -> Any:
@@ -125,6 +158,7 @@ class RunFolder:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._made_root = False
 
     @property
     def config_path(self) -> Path:
@@ -165,22 +199,57 @@ class RunFolder:
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         write_json(self.manifest_path, manifest)
 
-    def claim(self, resolved: dict[str, Any], ignore: tuple[str, ...]) -> None:
-        """Write the config, or check that an existing folder holds this same run.
-
-        Keys in ``ignore`` (dotted) may differ (they do not change results).
+    def claim(self, resolved: dict[str, Any], ignore: tuple[str, ...]) -> bool:
+        """Write the config into a new (or empty) folder, or check that an existing folder holds
+        this same run; True if the folder is new. Keys in ``ignore`` (dotted) may differ (they
+        do not change results); an existing config file is never rewritten.
         """
         if self.config_path.exists():
-            old = yaml.safe_load(self.config_path.read_text())
+            old = read_yaml(self.config_path)
             diff = _first_difference(old, resolved, ignore)
             if diff is not None:
                 raise RunError(f"{self.root} holds a different run ('{diff}' differs from this "
                                f"config); choose another --out or remove that folder")
-        elif self.root.exists() and any(self.root.iterdir()):
+            return False
+        if self.root.exists() and not self.root.is_dir():
+            raise RunError(f"{self.root} is a file, not a run folder; choose another --out")
+        # A temporary file left by a run killed while writing its config does not count.
+        if self.root.exists() and any(not _is_temp(p) for p in self.root.iterdir()):
             raise RunError(f"{self.root} is not empty and holds no unhot run (no config.yaml); "
                            f"choose another --out")
+        self._made_root = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
         write_yaml(self.config_path, resolved)
+        return True
+
+    def release(self) -> None:
+        """Undo a :meth:`claim` that created the folder, unless a checkpoint was written since.
+
+        Called when the run fails on bad input: the folder was empty (or absent) before, so
+        everything in it is this run's, and without a checkpoint nothing in it can be resumed.
+        """
+        if any(self.root.glob("stages/*/checkpoint.pt")):
+            return
+        for entry in self.root.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        if self._made_root:
+            self.root.rmdir()
+
+
+def read_yaml(path: Path) -> Any:
+    """``yaml.safe_load`` a file (no Python tags: nothing in it can run code), naming it on
+    error."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise RunError(f"{path}: not a readable YAML file ({one_line(err)})") from err
+
+
+def _is_temp(path: Path) -> bool:
+    return path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX)
 
 
 def _first_difference(old: Any, new: Any, ignore: tuple[str, ...], path: str = "") -> str | None:

@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from unhot.models import Classifier, build_model
-from unhot.runs import RunError, atomic_path
+from unhot.runs import RunError, atomic_path, one_line
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,12 @@ def read_architecture(path: Path) -> Architecture:
         raise RunError(f"{path}: not a readable safetensors file ({err})") from err
     if "unhot_architecture" not in meta:
         raise RunError(f"{path}: no unhot architecture metadata; was it written by unhot?")
-    fields = json.loads(meta["unhot_architecture"])
-    fields["class_names"] = tuple(fields["class_names"])
-    return Architecture(**fields)
+    try:
+        fields = json.loads(meta["unhot_architecture"])
+        fields["class_names"] = tuple(fields["class_names"])
+        return Architecture(**fields)
+    except (ValueError, TypeError, KeyError) as err:
+        raise RunError(f"{path}: malformed unhot architecture metadata ({one_line(err)})") from err
 
 
 def load_weights(path: Path, expected: Architecture | None = None) -> tuple[Classifier,
@@ -73,9 +76,10 @@ def load_weights(path: Path, expected: Architecture | None = None) -> tuple[Clas
         raise RunError(f"{path}: trained on classes {list(arch.class_names)[:5]}... "
                        f"({arch.num_classes}), but the data has "
                        f"{list(expected.class_names)[:5]}... ({expected.num_classes})")
-    model = arch.build()
     try:
+        model = arch.build()
         model.load_state_dict(load_file(str(path)))
-    except RuntimeError as err:
-        raise RunError(f"{path}: weights do not fit a {arch.backbone} model ({err})") from err
+    except (RuntimeError, ValueError, SafetensorError) as err:
+        raise RunError(f"{path}: weights do not fit the {arch.backbone} (width {arch.width}) its "
+                       f"metadata names: {one_line(err)}") from err
     return model, arch

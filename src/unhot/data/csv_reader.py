@@ -2,9 +2,9 @@
 
 One file per split, UTF-8, comma-delimited with standard CSV quoting, a header row first::
 
-    path,labels,negatives,difficult
-    images/0001.jpg,cat dog,car,
-    images/0002.jpg,person,,bicycle
+    path,labels,negatives,unknown,difficult
+    images/0001.jpg,cat dog,car,,
+    images/0002.jpg,person,,bird,bicycle
 
 Columns (any order, no others):
 
@@ -12,6 +12,7 @@ Columns (any order, no others):
 * ``labels`` (required): the classes present (positives), joined by ``separator`` (default one
   space; use e.g. ``|`` or ``;`` if class names contain spaces). May be empty.
 * ``negatives`` (optional): classes known to be absent.
+* ``unknown`` (optional): classes whose presence is not known (e.g. not annotated for this image).
 * ``difficult`` (optional): classes whose entry is difficult (skipped by average precision).
 
 Blank lines are skipped; a path may appear once. Errors name the file and the line as an editor
@@ -19,13 +20,16 @@ shows it (the header is line 1).
 
 State of entry (image, class):
 
-* listed in ``labels`` -> positive; in ``negatives`` -> negative; in both -> error;
+* listed in ``labels`` -> positive; in ``negatives`` -> negative; in ``unknown`` -> unknown
+  (neither), also under ``unlabelled_policy: negative``; in two of these three -> error;
 * listed only in ``difficult`` -> positive if ``difficult_as_positive`` (default), else unknown;
+  in ``difficult`` and ``unknown`` -> unknown, still marked difficult;
 * not listed -> ``unlabelled_policy``: ``"negative"`` (fully labelled data, the default) or
   ``"unknown"`` (partial labels).
 
-``true`` (what evaluation scores against) = the classes listed in ``labels`` or only in
-``difficult``; ``target`` = the positive class if there is exactly one, else -1.
+``true`` (what evaluation scores against) = the classes listed in ``labels`` or in
+``difficult`` but not in ``negatives``; ``target`` = the positive class if there is exactly
+one, else -1.
 
 Class order: the file ``classes`` (one name per line, relative to the root) if given, and then an
 unknown name is an error; otherwise the sorted union of the names in all requested splits.
@@ -34,7 +38,6 @@ unknown name is an error; otherwise the sorted union of the names in all request
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +55,9 @@ from unhot.data.files import (
     single_target,
 )
 from unhot.labels import LabelMatrix
+from unhot.runs import atomic_path
 
-COLUMNS = ("path", "labels", "negatives", "difficult")
+COLUMNS = ("path", "labels", "negatives", "unknown", "difficult")
 REQUIRED_COLUMNS = ("path", "labels")
 UNLABELLED_POLICIES = ("negative", "unknown")
 
@@ -88,6 +92,7 @@ class CsvRow:
     path: str
     labels: tuple[str, ...] = ()
     negatives: tuple[str, ...] = ()
+    unknown: tuple[str, ...] = ()
     difficult: tuple[str, ...] = ()
 
 
@@ -107,7 +112,7 @@ def _header(fields: list[str], source: str) -> list[str]:
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise DataError(f"{source} line 1: missing column(s) {', '.join(missing)}; the header "
-                        f"must name path and labels (optionally negatives, difficult)")
+                        f"must name path and labels (optionally negatives, unknown, difficult)")
     return columns
 
 
@@ -126,7 +131,7 @@ def parse_label_csv(lines: Iterable[str], source: str, separator: str = " ") -> 
         header = next(reader, None)
         if header is None:
             raise DataError(f"{source}: the file is empty; expected a header row "
-                            f"'path,labels[,negatives][,difficult]'")
+                            f"'path,labels[,negatives][,unknown][,difficult]'")
         columns = _header(header, source)
         for fields in reader:
             line = reader.line_num
@@ -175,24 +180,26 @@ def label_matrix(rows: Sequence[CsvRow], class_names: Sequence[str], source: str
     if not class_names:
         raise DataError(f"{source}: no classes to label")
     index = {name: c for c, name in enumerate(class_names)}
-    listed = np.zeros((3, len(rows), len(class_names)), dtype=bool)
+    listed = np.zeros((4, len(rows), len(class_names)), dtype=bool)
     for r, row in enumerate(rows):
-        for k, names in enumerate((row.labels, row.negatives, row.difficult)):
+        for k, names in enumerate((row.labels, row.negatives, row.unknown, row.difficult)):
             for name in names:
                 if name not in index:
                     raise DataError(f"{source} line {row.line}: unknown class '{name}' (not in "
                                     f"the class list of {len(class_names)} classes)")
                 listed[k, r, index[name]] = True
-    labelled, negative, difficult = listed
-    both = labelled & negative
-    if both.any():
-        r, c = np.argwhere(both)[0]
-        raise DataError(f"{source} line {rows[r].line}: class '{class_names[c]}' is listed both "
-                        f"in labels and in negatives")
+    labelled, negative, unknown, difficult = listed
+    for (a, name_a), (b, name_b) in (((labelled, "labels"), (negative, "negatives")),
+                                     ((labelled, "labels"), (unknown, "unknown")),
+                                     ((negative, "negatives"), (unknown, "unknown"))):
+        if (a & b).any():
+            r, c = np.argwhere(a & b)[0]
+            raise DataError(f"{source} line {rows[r].line}: class '{class_names[c]}' is listed "
+                            f"both in {name_a} and in {name_b}")
     difficult_only = difficult & ~labelled & ~negative
-    positive = labelled | difficult_only if difficult_as_positive else labelled
+    positive = labelled | (difficult_only & ~unknown) if difficult_as_positive else labelled
     if unlabelled_policy == "negative":
-        negative = negative | ~(labelled | difficult)
+        negative = negative | ~(labelled | unknown | difficult)
     true = labelled | difficult_only
     target = single_target(positive)
     diff = difficult if difficult.any() else None
@@ -216,7 +223,8 @@ def build_csv(cfg: CsvConfig) -> DataBundle:
         _check_class_names(class_names, cfg.separator, str(root / cfg.classes))
     else:
         class_names = sorted({n for split in rows.values() for row in split
-                              for n in (*row.labels, *row.negatives, *row.difficult)})
+                              for n in (*row.labels, *row.negatives, *row.unknown,
+                                        *row.difficult)})
         if not class_names:
             raise DataError(f"{files['train']}: no class names in any split and no class list")
     splits: dict[str, Split] = {}
@@ -235,10 +243,11 @@ def write_label_csv(path: str | Path, ids: Sequence[str], labels: LabelMatrix,
     """Write ``labels`` as a label CSV that :func:`build_csv` reads back (module docstring).
 
     With ``unlabelled_policy="unknown"`` negatives are written explicitly and unknown entries are
-    left out; with ``"negative"`` the ``negatives`` column is omitted, so every entry that is not
-    difficult must be observed. The ``difficult`` column appears when any entry is difficult;
-    a difficult entry that is neither positive nor negative reads back by the reader's
-    ``difficult_as_positive``. The file is replaced atomically.
+    left out; with ``"negative"`` the ``negatives`` column is omitted and unknown entries that are
+    not difficult go to an ``unknown`` column (present only if there are any). The ``difficult``
+    column appears when any entry is difficult; a difficult entry that is neither positive nor
+    negative reads back by the reader's ``difficult_as_positive``. The file is replaced
+    atomically.
     """
     check_one_of("unlabelled_policy", unlabelled_policy, UNLABELLED_POLICIES)
     _check_class_names(class_names, separator, str(path))
@@ -247,23 +256,16 @@ def write_label_csv(path: str | Path, ids: Sequence[str], labels: LabelMatrix,
                         f"of shape {labels.positive.shape}")
     difficult = labels.difficult if labels.difficult is not None else np.zeros_like(
         labels.positive)
-    if unlabelled_policy == "negative":
-        unknown = labels.unknown & ~difficult
-        if unknown.any():
-            r, c = np.argwhere(unknown)[0]
-            raise DataError(f"{path}: image '{ids[r]}' has class '{class_names[c]}' unknown, "
-                            f"which unlabelled_policy 'negative' cannot write")
     columns = {"labels": labels.positive}
     if unlabelled_policy == "unknown":
         columns["negatives"] = labels.negative
+    elif (labels.unknown & ~difficult).any():
+        columns["unknown"] = labels.unknown & ~difficult
     if difficult.any():
         columns["difficult"] = difficult
     names = np.asarray(class_names, dtype=object)
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", encoding="utf-8", newline="") as handle:
+    with atomic_path(Path(path)) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["path", *columns])
         for r, image in enumerate(ids):
             writer.writerow([image, *(separator.join(names[m[r]]) for m in columns.values())])
-    os.replace(partial, path)

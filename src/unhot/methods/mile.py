@@ -3,11 +3,11 @@
 One network with sigmoid outputs; its optimizer steps alternate, cycle after cycle, between
 
 - ``k_t`` *interaction* steps: assume-negative BCE against the observed single label;
-- ``k_s`` *imitation* steps: a frozen snapshot of the network taken at the first imitation step
-  of the cycle (the teacher; eval mode, so BatchNorm uses running statistics) labels the same
-  augmented batch the student sees, ``y = 1[sigmoid(z_teacher) > rho]`` (or ``y ~
-  Bernoulli(sigmoid(z_teacher))`` with ``sample_teacher``), and the network minimises BCE against
-  ``y`` on every entry. The ground truth is not used unless ``keep_ground_truth`` ORs it in.
+- ``k_s`` *imitation* steps: a frozen snapshot of the network taken after the ``k_t``-th
+  interaction step of the cycle (the teacher; eval mode, so BatchNorm uses running statistics)
+  labels the same augmented batch the student sees, ``y = 1[sigmoid(z_teacher) > rho]`` (or
+  ``y ~ Bernoulli(sigmoid(z_teacher))`` with ``sample_teacher``), and the network minimises BCE
+  against ``y`` on every entry. The ground truth is not used unless ``keep_ground_truth`` ORs it in.
 
 Step ``s`` (0-based, counted over the whole stage) is an imitation step iff
 ``s mod (k_t + k_s) >= k_t``: exactly ``k_t`` and ``k_s`` steps per phase (the authors' code runs
@@ -105,17 +105,19 @@ class MileTask(TrainingTask):
     def losses(self, ctx: StepContext) -> dict[str, Tensor]:
         cfg = self.cfg
         phase = mile_phase(ctx.step, cfg.k_t, cfg.k_s)
-        logits = ctx.student_output().logits
         if not phase.imitation:
-            self.teacher = None
+            self.teacher, self._pending = None, None
+            logits = ctx.student_output().logits
             return {"bce_interaction": assume_negative_bce(logits, ctx.batch["positive"])}
+        # Snapshot before the student's forward pass: in train mode it updates BatchNorm's
+        # running statistics, which the teacher must hold as they were after the k_t steps.
         teacher = self._teacher_for(phase, ctx.model)
         with torch.no_grad():
             target = pseudo_labels(teacher(ctx.images).logits, cfg.rho, cfg.sample_teacher)
         if cfg.keep_ground_truth:
             target = target | ctx.batch["positive"].to(target.device)
         # BCE on every entry against the hard pseudo-label: AN-BCE with the pseudo-positives.
-        return {"bce_imitation": assume_negative_bce(logits, target)}
+        return {"bce_imitation": assume_negative_bce(ctx.student_output().logits, target)}
 
     def _teacher_for(self, phase: Phase, model: nn.Module) -> nn.Module:
         """The teacher of ``phase``'s cycle: snapshot at the phase's first step, restored from a

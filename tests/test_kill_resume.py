@@ -1,0 +1,239 @@
+"""Crash safety: a real ``unhot train`` process is SIGKILLed, resumed with the same command, and
+must end with the final metrics of an uninterrupted run (to 1e-6); a non-finite loss stops a run
+cleanly.
+
+Kills land where they are meant to through a hook installed by the child process itself
+(:data:`KILLER`, test-only: production code has no hook): before the N-th optimizer step, in the
+middle of the N-th write of a run file (its temporary file cut to half, not yet renamed), or
+right after the N-th rename of a run file. The slow sweep kills at random wall-clock moments.
+
+Determinism on CPU: with ``train.threads`` fixed, a resumed run is bitwise identical to an
+uninterrupted one (the engine reseeds init, shuffling, augmentation and torch's RNG from
+(seed, stage, epoch); the task state, e.g. MILe's teacher, is in the checkpoint).
+``train.threads`` may change on resume (it is result-neutral by design), but a different thread
+count can change the order of floating-point sums inside convolutions, so only equal thread
+counts are compared here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import tiny_raw
+from safetensors.torch import load_file
+
+from unhot.cli import main
+from unhot.runs import TEMP_SUFFIX, RunFolder, load_checkpoint
+
+KILLED = -signal.SIGKILL
+# argv[1] = "none" | "step:N" | "write:NAME:N" | "after:NAME:N"; the rest goes to unhot.cli.main.
+KILLER = r"""
+import os, signal, sys
+kind, *rest = sys.argv[1].split(":")
+count = {"n": 0}
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+if kind == "step":
+    from unhot.engine import StageRunner
+    step = StageRunner.train_step
+    def train_step(self, *args):
+        count["n"] += 1
+        if count["n"] == int(rest[0]):
+            die()
+        return step(self, *args)
+    StageRunner.train_step = train_step
+elif kind in ("write", "after"):
+    name, nth = rest[0], int(rest[1])
+    replace = os.replace
+    def patched(src, dst, *args, **kwargs):
+        hit = os.path.basename(dst) == name
+        count["n"] += hit
+        if hit and count["n"] == nth and kind == "write":
+            os.truncate(src, os.path.getsize(src) // 2)
+            die()
+        replace(src, dst, *args, **kwargs)
+        if hit and count["n"] == nth:
+            die()
+    os.replace = patched
+from unhot.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def config(tmp_path: Path, method: str, **knobs: Any) -> Path:
+    """A seconds-long run (4 steps per epoch), written to ``tmp_path / <method>.yaml``."""
+    raw = tiny_raw(method, **knobs)
+    raw["data"].update(n_train=128, n_test=64)
+    raw["optim"]["epochs"] = 3
+    path = tmp_path / f"{method}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def train(cfg: Path, out: Path, kill: str = "none") -> subprocess.CompletedProcess[str]:
+    """``unhot train`` in a child process; ``kill`` chooses where it SIGKILLs itself."""
+    args = ["train", "--config", str(cfg), "--out", str(out)]
+    command = [sys.executable, "-c", KILLER, kill, *args] if kill != "none" else \
+        [sys.executable, "-m", "unhot.cli", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+
+def reference(cfg: Path, out: Path) -> dict[str, Any]:
+    """Final metrics of an uninterrupted run (in this process, through the CLI)."""
+    assert main(["train", "--config", str(cfg), "--out", str(out)]) == 0
+    return json.loads((out / "final_metrics.json").read_text())
+
+
+def assert_nothing_half_written(out: Path) -> None:
+    """Every file a resume reads is complete: checkpoints, weights and JSON all load."""
+    for path in out.rglob("*"):
+        if path.is_dir() or path.name.endswith(TEMP_SUFFIX):
+            continue
+        if path.suffix == ".pt":
+            load_checkpoint(path, ("model", "epoch"))
+        elif path.suffix == ".safetensors":
+            load_file(str(path))
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".jsonl":
+            [json.loads(line) for line in path.read_text().splitlines()]
+        elif path.suffix == ".npz":
+            dict(np.load(path))
+
+
+def assert_same_metrics(out: Path, expected: dict[str, Any]) -> None:
+    final = json.loads((out / "final_metrics.json").read_text())
+    assert set(final) == set(expected)
+    for key, value in expected.items():
+        if value is None:  # NaN metrics (e.g. no class without positives) are written as null
+            assert final[key] is None, key
+        else:
+            assert final[key] == pytest.approx(value, abs=1e-6), key
+
+
+def kill_then_resume(cfg: Path, out: Path, kills: list[str]) -> None:
+    """Run with each kill point in turn (each must kill), then resume to the end."""
+    for kill in kills:
+        result = train(cfg, out, kill)
+        assert result.returncode == KILLED, (kill, result.returncode, result.stderr[-2000:])
+        assert_nothing_half_written(out)
+    result = train(cfg, out)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_sigmoid_killed_mid_epoch_and_mid_writes_resumes_identically(tmp_path):
+    cfg = config(tmp_path, "sigmoid")
+    expected = reference(cfg, tmp_path / "straight")
+    out = tmp_path / "killed"
+    # While writing config.yaml (the folder then holds only a temp file); mid-epoch 2; then, in
+    # the resumed process, inside its first checkpoint write (epoch 2's: the temp file is half
+    # written) and inside the final weights write.
+    kills = ["write:config.yaml:1", "step:6", "write:checkpoint.pt:1",
+             "write:model.safetensors:1"]
+    for kill in kills:
+        assert train(cfg, out, kill).returncode == KILLED
+        assert_nothing_half_written(out)
+        if kill.startswith("write"):
+            name = kill.split(":")[1]
+            assert list(out.glob(f"**/.{name}.*{TEMP_SUFFIX}")), "kill missed the write"
+    assert load_checkpoint(RunFolder(out).checkpoint_path("train"))["epoch"] == 3
+    assert train(cfg, out).returncode == 0
+    assert_same_metrics(out, expected)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 3] and rows[-1]["final"]
+
+
+def test_ud_killed_between_teacher_and_student_resumes_identically(tmp_path):
+    cfg = config(tmp_path, "ud", teacher_epochs=2)
+    expected = reference(cfg, tmp_path / "straight")
+    out = tmp_path / "killed"
+    # manifest.json is written after each of the teacher's 2 epochs, then when it completes.
+    result = train(cfg, out, "after:manifest.json:3")
+    assert result.returncode == KILLED
+    manifest = RunFolder(out).read_manifest()
+    assert manifest["stages"]["teacher"]["complete"] and "student" not in manifest["stages"]
+    assert not RunFolder(out).checkpoint_path("student").exists()
+    assert train(cfg, out).returncode == 0
+    assert_same_metrics(out, expected)
+
+
+def test_mile_killed_mid_imitation_resumes_identically(tmp_path):
+    # Cycle of 3 + 3 steps, 4 steps per epoch: epoch 1 ends at step 4, inside the first
+    # imitation phase, so the resumed run needs the teacher snapshot from the checkpoint.
+    cfg = config(tmp_path, "mile", k_t=3, k_s=3)
+    expected = reference(cfg, tmp_path / "straight")
+    out = tmp_path / "killed"
+    kill_then_resume(cfg, out, ["step:6"])
+    assert_same_metrics(out, expected)
+
+
+def test_non_finite_loss_stops_naming_epoch_step_term_and_keeps_checkpoint(tmp_path, capsys):
+    cfg = config(tmp_path, "sigmoid")
+    out = tmp_path / "run"
+    # The learning rate jumps to 1e29 after epoch 1: epoch 2 diverges.
+    code = main(["train", "--config", str(cfg), "--out", str(out), "--set",
+                 "optim.schedule=step", "--set", "optim.milestones=[1]", "--set",
+                 "optim.gamma=1.0e+30"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "epoch 2, step " in err and "non-finite loss term bce_an=" in err
+    assert "learning rate too high" in err
+    checkpoint = RunFolder(out).checkpoint_path("train")
+    assert f"{checkpoint} (epoch 1)" in err
+    state = load_checkpoint(checkpoint)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert not (out / "final_metrics.json").exists()
+
+
+SWEEP_METHODS = {"sigmoid": {}, "ud": {"teacher_epochs": 2}, "mile": {"k_t": 3, "k_s": 3}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(SWEEP_METHODS))
+def test_random_kill_sweep(tmp_path, method):
+    """Kill at uniformly random wall-clock moments (up to 3 kills per run, 6 runs per method),
+    then at every checkpoint / manifest / weights write; every run must end identically."""
+    cfg = config(tmp_path, method, **SWEEP_METHODS[method])
+    start = time.perf_counter()
+    result = train(cfg, tmp_path / "straight")
+    duration = time.perf_counter() - start
+    assert result.returncode == 0
+    expected = json.loads((tmp_path / "straight" / "final_metrics.json").read_text())
+    rng = random.Random(f"kill-sweep-{method}")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "unhot.cli", "train", "--config", str(cfg)]
+    for trial in range(6):
+        out = tmp_path / f"random{trial}"
+        for _ in range(3):
+            child = subprocess.Popen([*command, "--out", str(out)], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0.0, duration))
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            if out.exists():
+                assert_nothing_half_written(out)
+        assert train(cfg, out).returncode == 0
+        assert_same_metrics(out, expected)
+    for name in ("config.yaml", "checkpoint.pt", "manifest.json", "model.safetensors",
+                 "metrics.jsonl"):
+        for kind in ("write", "after"):
+            out = tmp_path / f"{kind}-{name}"
+            result = train(cfg, out, f"{kind}:{name}:{rng.randint(1, 3)}")
+            assert result.returncode in (KILLED, 0)
+            assert_nothing_half_written(out)
+            assert train(cfg, out).returncode == 0
+            assert_same_metrics(out, expected)
