@@ -24,7 +24,7 @@ from unhot.runs import RunError
 
 USER_ERRORS = (ConfigError, DataError, LabelError, MetricsInputError, ModelConfigError, RunError)
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
-DEMO_METHODS = ("softmax", "sigmoid")
+DEMO_METHODS = ("softmax", "sigmoid", "mile")
 TABLE_KEYS = ("top1", "real_acc", "real_f1@0.25", "real_f1@0.5", "label_coverage@0.25", "mAP",
               "ECE")
 
@@ -79,7 +79,7 @@ def eval_command(args: argparse.Namespace) -> int:
 def demo_config(method: str, overrides: Sequence[str]) -> RunConfig:
     """The demo's config for one method (packaged YAML + overrides)."""
     raw = yaml.safe_load(DEMO_CONFIG.read_text())
-    raw["method"] = {"name": method}
+    raw["method"] = {"name": method, **raw.pop("method_knobs", {}).get(method, {})}
     raw["name"] = f"demo_{method}"
     return parse_config(apply_overrides(raw, list(overrides)))
 

@@ -327,6 +327,7 @@ class StageRunner:
         set_epoch(self.epoch)
         self.model.train()
         sums: dict[str, Tensor] = {}
+        counts: dict[str, int] = {}
         images_seen = 0
         start = time.perf_counter()
         bar = tqdm(self.loader, desc=f"{self.stage.name} {self.epoch + 1}/{self.epochs}",
@@ -335,11 +336,12 @@ class StageRunner:
             losses = self.train_step(batch, generator)
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + value.detach()
+                counts[key] = counts.get(key, 0) + 1
             images_seen += int(batch["image"].shape[0])
             if self.step % 25 == 0 and bar.disable is False:
                 bar.set_postfix(loss=f"{sum(losses.values()).item():.4f}")
-        count = max(1, len(self.loader))
-        means = {k: float(v) / count for k, v in sums.items()}
+        # A term present in some steps only (MILe's phases) is averaged over those steps.
+        means = {k: float(v) / counts[k] for k, v in sums.items()}
         return EpochResult(means, time.perf_counter() - start, images_seen)
 
     def train_step(self, batch: dict[str, Tensor], generator: torch.Generator

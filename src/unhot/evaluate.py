@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from unhot.config import ConfigError, RunConfig, apply_overrides, parse_config
 from unhot.data import build_data
 from unhot.engine import Engine, make_accelerator, predict
 from unhot.metrics import compute_metrics
-from unhot.runs import RunError, RunFolder
+from unhot.runs import RunError, RunFolder, read_yaml
 from unhot.weights import load_weights
 
 
@@ -20,7 +18,7 @@ def run_config(run: Path) -> dict[str, Any]:
     folder = RunFolder(run)
     if not folder.config_path.exists():
         raise RunError(f"{run} is not an unhot run folder (no config.yaml)")
-    return yaml.safe_load(folder.config_path.read_text())
+    return read_yaml(folder.config_path)
 
 
 def load_run(run: Path, data_file: str | None = None,
@@ -31,7 +29,7 @@ def load_run(run: Path, data_file: str | None = None,
         path = Path(data_file)
         if not path.is_file():
             raise ConfigError(f"--data: file not found: {path}")
-        block = yaml.safe_load(path.read_text())
+        block = read_yaml(path)
         raw["data"] = block.get("data", block) if isinstance(block, dict) else block
     return parse_config(apply_overrides(raw, overrides or []))
 

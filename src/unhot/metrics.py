@@ -51,7 +51,7 @@ def _binary(name: str, arr: object, shape: tuple[int, ...]) -> np.ndarray:
     bad = (out != 0) & (out != 1)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise MetricsInputError(f"{name}[{row}, {col}] = {out[row, col]!r} is not binary "
+        raise MetricsInputError(f"{name}[{row}, {col}] = {out[row, col].item()!r} is not binary "
                                 f"(expected 0/1 or bool)")
     return out.astype(bool)
 
@@ -64,7 +64,7 @@ def _scores(arr: object) -> np.ndarray:
     bad = ~np.isfinite(out) | (out < 0) | (out > 1)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise MetricsInputError(f"scores[{row}, {col}] = {out[row, col]!r} is not a finite "
+        raise MetricsInputError(f"scores[{row}, {col}] = {out[row, col].item()!r} is not a finite "
                                 f"probability in [0, 1]")
     return out
 
@@ -79,7 +79,7 @@ def _target(arr: object, n: int, c: int) -> np.ndarray:
     bad = out >= c
     if bad.any():
         row = int(np.argmax(bad))
-        raise MetricsInputError(f"target[{row}] = {out[row]} is out of range: classes are "
+        raise MetricsInputError(f"target[{row}] = {out[row].item()} is out of range: classes are "
                                 f"0..{c - 1} (negative = no given label)")
     return out.astype(np.int64, copy=False)
 
