@@ -128,3 +128,20 @@ def test_format_table_keeps_label_coverage_a_count():
     table = format_table({"m": {"top1": 0.5, "label_coverage@0.25": 1.16}},
                          ["top1", "label_coverage@0.25", "mAP"])
     assert table.splitlines()[-1] == "| m | 50.00 | 1.16 | - |"
+
+
+def test_metrics_command_difficult_marks_skip_ap_entries(tmp_path, capsys):
+    scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.05]])
+    labels = np.array([[1, 0], [0, 1], [1, 1]])
+    difficult = np.array([[0, 0], [0, 0], [0, 1]])
+    for name, array in {"s": scores, "l": labels, "d": difficult}.items():
+        np.save(tmp_path / f"{name}.npy", array)
+    code = main(["metrics", "--scores", str(tmp_path / "s.npy"), "--labels",
+                 str(tmp_path / "l.npy"), "--difficult", str(tmp_path / "d.npy")])
+    printed = json.loads(capsys.readouterr().out)
+    # Class 1's difficult positive scores below a negative: AP 5/6 if counted, 1 if skipped.
+    assert code == 0 and printed["mAP"] == pytest.approx(1.0)
+    assert "mAP_difficult" in printed
+    assert main(["metrics", "--scores", str(tmp_path / "s.npy"), "--labels",
+                 str(tmp_path / "l.npy")]) == 0
+    assert json.loads(capsys.readouterr().out)["mAP"] == pytest.approx((1 + 5 / 6) / 2)

@@ -45,11 +45,13 @@ def metrics_command(args: argparse.Namespace) -> int:
     scores = load_array(args.scores, "scores")
     labels = load_array(args.labels, "labels")
     target = load_array(args.target, "target") if args.target else None
+    difficult = load_array(args.difficult, "difficult") if args.difficult else None
     try:
-        result = compute_metrics(scores, labels, target, threshold=args.threshold)
+        result = compute_metrics(scores, labels, target, args.threshold, difficult)
     except MetricsInputError as err:
         # Name the file behind the array the message is about ("labels[3, 1] = 2 ...").
-        name = next((k for k in ("scores", "labels", "target") if str(err).startswith(k)), None)
+        names = ("scores", "labels", "target", "difficult")
+        name = next((k for k in names if str(err).startswith(k)), None)
         where = f"--{name} {getattr(args, name)}: " if name else ""
         raise MetricsInputError(f"{where}{err}") from err
     print(json.dumps(result, indent=2))
@@ -153,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--labels", required=True, help="N x C 0/1 true label sets")
     met.add_argument("--target", help="N given single labels (for top-1/top-5)")
     met.add_argument("--threshold", type=float, default=0.5)
+    met.add_argument("--difficult", help="N x C 0/1 'difficult' marks (skipped by AP; adds "
+                     "mAP_difficult)")
     met.set_defaults(func=metrics_command)
     return parser
 
