@@ -38,7 +38,6 @@ class ModelConfig:
 
     backbone: str = "small_cnn"
     width: int = 0
-    checkpoint: str | None = None
 
 
 @dataclass
@@ -87,7 +86,6 @@ class TrainConfig:
     mixed_precision: str = "no"
     threads: int = 0
     progress: bool = True
-    keep_epoch_checkpoints: bool = False
 
 
 @dataclass

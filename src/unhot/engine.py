@@ -45,7 +45,7 @@ from unhot.runs import (
 from unhot.weights import Architecture, load_weights, save_weights
 
 RESULT_NEUTRAL_KEYS = ("train.progress", "train.num_workers", "train.eval_batch_size",
-                       "train.keep_epoch_checkpoints", "train.device", "train.threads")
+                       "train.device", "train.threads")
 """Config keys that may differ when resuming a run: they do not change its results."""
 
 
