@@ -145,3 +145,15 @@ def test_metrics_command_difficult_marks_skip_ap_entries(tmp_path, capsys):
     assert main(["metrics", "--scores", str(tmp_path / "s.npy"), "--labels",
                  str(tmp_path / "l.npy")]) == 0
     assert json.loads(capsys.readouterr().out)["mAP"] == pytest.approx((1 + 5 / 6) / 2)
+
+
+def test_every_stage_writes_a_reliability_diagram(tmp_path, tiny):
+    from unhot.config import parse_config
+    from unhot.engine import Engine
+
+    raw = tiny()
+    raw["optim"]["epochs"] = 1
+    Engine(parse_config(raw), tmp_path).run()
+    png = tmp_path / "stages" / "train" / "reliability.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(png.parent.glob(".*.tmp"))

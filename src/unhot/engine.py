@@ -32,6 +32,7 @@ from unhot.methods import METHODS
 from unhot.methods.base import Stage, StepContext
 from unhot.metrics import compute_metrics
 from unhot.models import Classifier
+from unhot.plots import reliability_diagram
 from unhot.runs import (
     RunError,
     RunFolder,
@@ -459,6 +460,8 @@ class StageRunner:
             write_npz(folder.predictions_path(self.stage.name), scores=scores, true=test.true,
                       target=test.target, difficult=test.difficult,
                       ids=np.asarray(test.ids, dtype=str))
+            reliability_diagram(scores, test.true, folder.stage_dir(self.stage.name) /
+                                "reliability.png", f"{self.cfg.name}, stage {self.stage.name}")
             final = {"stage": self.stage.name, "epoch": self.epoch, "final": True,
                      **{f"test/{k}": v for k, v in metrics.items()}}
             self.history.append(final)

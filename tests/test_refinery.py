@@ -1,0 +1,131 @@
+"""Label Refinery: targets, ablation knobs, adversarial jittering, generations and resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from unhot.config import ConfigError, parse_config
+from unhot.engine import Engine, StageRunner
+from unhot.methods.base import StepContext
+from unhot.methods.refinery import (
+    RefineryConfig,
+    RefineryTask,
+    adversarial_jitter,
+    refined_labels,
+    refinery_stages,
+)
+from unhot.models import ModelOutput, build_model
+from unhot.runs import RunFolder
+
+
+def test_refined_labels_soft_and_hard_by_hand():
+    logits = torch.tensor([[0.0, 0.0, torch.log(torch.tensor(2.0))]])
+    assert torch.allclose(refined_labels(logits), torch.tensor([[0.25, 0.25, 0.5]]))
+    assert torch.equal(refined_labels(logits, soft=False), torch.tensor([[0.0, 0.0, 1.0]]))
+
+
+def test_stages_chain_generations():
+    stages = refinery_stages(RefineryConfig(generations=3), parse_config(
+        {"method": "softmax", "data": "digit_grid"}))
+    assert [s.name for s in stages] == ["gen1", "gen2", "gen3"]
+    assert [s.teacher for s in stages] == [None, "gen1", "gen2"]
+    assert all(s.init == "fresh" and s.teacher_bn == "train" for s in stages)
+    with pytest.raises(ConfigError, match="generations"):
+        RefineryConfig(generations=0)
+
+
+class FixedTeacher(torch.nn.Module):
+    """Logits = each image's mean times (1, 2, 3, 4): a function the test can recompute."""
+
+    def forward(self, x):
+        logits = x.mean(dim=(1, 2, 3))[:, None] * torch.arange(1.0, 5.0)
+        return ModelOutput(logits, None, None, None)
+
+
+class LinearModel(torch.nn.Module):
+    """A linear classifier on flattened 8x8 images, returning a ModelOutput."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 4)
+
+    def forward(self, x):
+        return ModelOutput(self.fc(x.flatten(1)), None, None, None)
+
+
+def context(images, raw, model):
+    batch = {"positive": torch.zeros(len(images), 4, dtype=torch.bool)}
+    return StepContext(model, images, batch, 0, 0, FixedTeacher(), raw)
+
+
+def test_dynamic_labels_come_from_the_crop_static_from_the_whole_image():
+    torch.manual_seed(0)
+    crop, whole = torch.randn(3, 1, 6, 6), torch.randn(3, 1, 6, 6)
+    model = build_model("small_cnn", 1, 4, width=4)
+    teacher = FixedTeacher()
+    for dynamic, source in ((True, crop), (False, whole)):
+        task = RefineryTask(soft=True, dynamic=dynamic, adversarial_eta=0.0)
+        loss = task.losses(context(crop, whole, model))["refined_ce"]
+        q = torch.softmax(teacher(source).logits, dim=1)
+        expected = -(q * torch.log_softmax(model(crop).logits, dim=1)).sum(1).mean()
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_adversarial_step_increases_the_divergence():
+    torch.manual_seed(0)
+    model = LinearModel()
+    images = torch.randn(5, 1, 8, 8)
+    target = torch.softmax(torch.randn(5, 4), dim=1)
+
+    def ce(x):
+        return -(target * torch.log_softmax(model(x).logits, 1)).sum(1).mean().item()
+
+    jittered = adversarial_jitter(model, images, target, eta=0.1)
+    assert not jittered.requires_grad and ce(jittered) > ce(images)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_generations_train_and_a_crash_never_retrains_a_finished_generation(
+        tmp_path, tiny, monkeypatch):
+    raw = tiny("refinery", generations=2)
+    raw["optim"]["epochs"] = 1
+    raw["augment"] = {"crop_scale": [0.08, 1.0]}
+    cfg = parse_config(raw)
+    original = StageRunner.train_epoch
+
+    def crash_in_gen2(self):
+        if self.stage.name == "gen2":
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(StageRunner, "train_epoch", crash_in_gen2)
+    with pytest.raises(KeyboardInterrupt):
+        Engine(cfg, tmp_path).run()
+    folder = RunFolder(tmp_path)
+    gen1 = folder.weights_path("gen1")
+    stamp = gen1.stat().st_mtime_ns
+    monkeypatch.setattr(StageRunner, "train_epoch", original)
+    final = Engine(cfg, tmp_path).run()
+    assert gen1.stat().st_mtime_ns == stamp
+    manifest = folder.read_manifest()
+    assert manifest["stages"]["gen1"]["complete"] and manifest["stages"]["gen2"]["complete"]
+    assert final == manifest["stages"]["gen2"]["test_metrics"]
+    rows = [json.loads(line) for line in folder.metrics_path.read_text().splitlines()]
+    assert {r["stage"] for r in rows} == {"gen1", "gen2"}
+    assert "loss/refined_ce" in next(r for r in rows if r["stage"] == "gen2")
+
+
+def test_cross_architecture_refinery_teaches_a_small_cnn(tmp_path, tiny):
+    teacher_raw = tiny("softmax")
+    teacher_raw["model"] = {"backbone": "resnet18", "width": 4}
+    teacher_raw["optim"]["epochs"] = 1
+    Engine(parse_config(teacher_raw), tmp_path / "teacher").run()
+    weights = RunFolder(tmp_path / "teacher").weights_path("train")
+    raw = tiny("refinery", generations=1, teacher_checkpoint=str(weights),
+               adversarial_eta=0.01)
+    raw["optim"]["epochs"] = 1
+    metrics = Engine(parse_config(raw), tmp_path / "student").run()
+    assert 0.0 <= metrics["top1"] <= 1.0
