@@ -18,20 +18,34 @@ from unhot.losses.distill import (
     softmax_kl,
     uncertainty,
 )
+from unhot.losses.spml import (
+    an_label_smoothing,
+    binary_entropy,
+    entropy_maximisation,
+    expected_positive_regulariser,
+    soft_negative_bce,
+    weighted_an,
+)
 
 __all__ = [
     "REDUCTIONS",
+    "an_label_smoothing",
     "assume_negative_bce",
     "attention_loss",
+    "binary_entropy",
     "binary_kd_loss",
+    "entropy_maximisation",
+    "expected_positive_regulariser",
     "grad_cam",
     "masked_bce",
     "masked_logsumexp",
     "pal_n_loss",
     "reduce_entries",
+    "soft_negative_bce",
     "soft_target_cross_entropy",
     "softmax_cross_entropy",
     "softmax_kd_loss",
     "softmax_kl",
     "uncertainty",
+    "weighted_an",
 ]

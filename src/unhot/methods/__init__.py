@@ -14,6 +14,7 @@ METHODS = Registry({
     "bce_full": "unhot.methods.baselines:BceConfig:bce_full_stages",
     "mile": "unhot.methods.mile:MileConfig:mile_stages",
     "refinery": "unhot.methods.refinery:RefineryConfig:refinery_stages",
+    "spml": "unhot.methods.spml:SpmlConfig:spml_stages",
     "bce_cal": "unhot.methods.ud:CalibratedBceConfig:calibrated_bce_stages",
     "kd": "unhot.methods.ud:KdConfig:kd_stages",
     "ud": "unhot.methods.ud:UdConfig:ud_stages",

@@ -1,0 +1,76 @@
+"""Losses for single-positive multi-label learning (Cole et al., CVPR 2021; Zhou et al., ECCV
+2022; METHODS.md §4).
+
+Each training image has one observed positive; every other entry is unknown. All functions take
+logits ``z`` [B, C] and a boolean ``positive`` mask, work in log space (``logsigmoid``) and
+reduce with :func:`unhot.losses.basic.reduce_entries` (``"sum_over_bc"`` is Cole et al.'s and
+Zhou et al.'s convention, ``"mean_observed"`` averages over the entries the loss covers).
+
+Config example::
+
+    method: {name: spml, loss: em_apl, alpha: 0.1, beta: 0.9, theta: 0.9, warmup: 2}
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from unhot.losses.basic import reduce_entries
+
+
+def an_label_smoothing(logits: Tensor, positive: Tensor, eps: float = 0.1,
+                       reduction: str = "sum_over_bc") -> Tensor:
+    """Assume-negative BCE with label smoothing (Cole et al.'s AN-LS).
+
+    ``y~ = (1 - eps) y + eps / 2``; ``l = -[y~ log p + (1 - y~) log(1 - p)]`` on every entry.
+    ``eps = 0`` is the plain AN loss.
+    """
+    target = positive.to(logits.dtype) * (1 - eps) + eps / 2
+    loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return reduce_entries(loss, torch.ones_like(positive), reduction)
+
+
+def weighted_an(logits: Tensor, positive: Tensor, reduction: str = "sum_over_bc") -> Tensor:
+    """Weighted assume-negative BCE (Cole et al.'s WAN): assumed negatives weighted 1/(C-1).
+
+    ``l = -log p`` on the positive, ``-log(1 - p) / (C - 1)`` on every other entry.
+    """
+    num_classes = logits.shape[1]
+    pos_term = -F.logsigmoid(logits)
+    neg_term = -F.logsigmoid(-logits) / max(1, num_classes - 1)
+    loss = torch.where(positive, pos_term, neg_term)
+    return reduce_entries(loss, torch.ones_like(positive), reduction)
+
+
+def expected_positive_regulariser(logits: Tensor, positive: Tensor, k: float,
+                                  reduction: str = "sum_over_bc") -> Tensor:
+    """EPR (Cole et al.): ``-log p`` on observed positives plus ``(sum_c p_ic - k)^2 / C^2``,
+    averaged over the batch; ``k`` is the expected number of positives per image."""
+    positives = reduce_entries(-F.logsigmoid(logits), positive, reduction)
+    expected = torch.sigmoid(logits).sum(dim=1)
+    return positives + ((expected - k) ** 2).mean() / logits.shape[1] ** 2
+
+
+def binary_entropy(logits: Tensor) -> Tensor:
+    """``H(p) = -[p log p + (1 - p) log(1 - p)]`` with ``p = sigmoid(z)``, from logits."""
+    p = torch.sigmoid(logits)
+    return -(p * F.logsigmoid(logits) + (1 - p) * F.logsigmoid(-logits))
+
+
+def entropy_maximisation(logits: Tensor, positive: Tensor, unknown: Tensor, alpha: float,
+                         reduction: str = "sum_over_bc") -> Tensor:
+    """EM loss (Zhou et al., ECCV 2022, eq. 4): ``-log p`` on positives, ``-alpha H(p)`` on
+    unknown entries (maximising their entropy pulls them weakly toward p = 0.5)."""
+    loss = torch.where(positive, -F.logsigmoid(logits), -alpha * binary_entropy(logits))
+    return reduce_entries(loss, positive | unknown, reduction)
+
+
+def soft_negative_bce(logits: Tensor, pseudo_negative: Tensor, soft_target: Tensor,
+                      reduction: str = "sum_over_bc") -> Tensor:
+    """APL's term on pseudo-negatives (Zhou et al., eq. 7): BCE against the soft target ``q``
+    (the model's probability when the entry was marked), ``-[q log p + (1-q) log(1-p)]``."""
+    loss = F.binary_cross_entropy_with_logits(logits, soft_target.to(logits.dtype),
+                                              reduction="none")
+    return reduce_entries(loss, pseudo_negative, reduction)

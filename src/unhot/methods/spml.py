@@ -1,0 +1,122 @@
+"""Single-positive multi-label learning (METHODS.md §4): Cole et al.'s baselines, the EM loss
+and EM + asymmetric pseudo-labelling (Zhou et al., ECCV 2022), on one stage.
+
+``loss``: ``bce_full`` (oracle, full labels), ``an`` (assume negative), ``an_ls`` (AN with label
+smoothing), ``wan`` (weighted AN), ``epr`` (expected positive regulariser), ``em`` (entropy
+maximisation) or ``em_apl`` (EM + ``beta`` x BCE on APL's soft pseudo-negatives, refreshed from a
+label store at the end of every epoch after ``warmup``). Cole et al.'s ROLE is not implemented.
+
+Example (Zhou et al.'s VOC settings: alpha 0.2, theta 0.9, warmup 5, beta 0.02)::
+
+    method: {name: spml, loss: em_apl, alpha: 0.2, beta: 0.02, theta: 0.9, warmup: 5}
+    data: {name: digit_grid, label_regime: single_positive}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+from unhot.config import ConfigError, RunConfig
+from unhot.label_store import PseudoLabelStore, apl_update
+from unhot.losses import (
+    REDUCTIONS,
+    an_label_smoothing,
+    entropy_maximisation,
+    expected_positive_regulariser,
+    masked_bce,
+    soft_negative_bce,
+    weighted_an,
+)
+from unhot.methods.base import Stage, StepContext, TrainingTask
+
+if TYPE_CHECKING:
+    from unhot.engine import StageRunner
+
+LOSSES = ("bce_full", "an", "an_ls", "wan", "epr", "em", "em_apl")
+
+
+@dataclass
+class SpmlConfig:
+    """``method: {name: spml, loss, alpha, beta, theta, warmup, k, ls_eps, reduction}``."""
+
+    loss: str = "em_apl"
+    alpha: float = 0.1
+    beta: float = 0.9
+    theta: float = 0.9
+    warmup: int = 2
+    k: float = 1.0
+    ls_eps: float = 0.1
+    reduction: str = "sum_over_bc"
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ConfigError(f"unknown method(spml).loss '{self.loss}'; valid: "
+                              f"{', '.join(LOSSES)}")
+        if self.reduction not in REDUCTIONS[:2]:
+            raise ConfigError(f"method(spml).reduction must be mean_observed or sum_over_bc, "
+                              f"got '{self.reduction}'")
+        if not 0 <= self.theta <= 1:
+            raise ConfigError(f"method(spml).theta must be in [0, 1], got {self.theta}")
+
+
+class SpmlTask(TrainingTask):
+    """One of the SPML losses on the observed single positives (and APL's store)."""
+
+    def __init__(self, cfg: SpmlConfig) -> None:
+        self.cfg = cfg
+        self.store: PseudoLabelStore | None = None
+
+    def losses(self, ctx: StepContext) -> dict[str, Tensor]:
+        cfg, logits, batch = self.cfg, ctx.student_output().logits, ctx.batch
+        positive = batch["positive"]
+        unknown = ~(positive | batch["negative"])
+        if cfg.loss == "bce_full":
+            return {"bce_full": masked_bce(logits, batch["true"], ~batch["true"], cfg.reduction)}
+        if cfg.loss == "an":
+            return {"an": an_label_smoothing(logits, positive, 0.0, cfg.reduction)}
+        if cfg.loss == "an_ls":
+            return {"an_ls": an_label_smoothing(logits, positive, cfg.ls_eps, cfg.reduction)}
+        if cfg.loss == "wan":
+            return {"wan": weighted_an(logits, positive, cfg.reduction)}
+        if cfg.loss == "epr":
+            return {"epr": expected_positive_regulariser(logits, positive, cfg.k,
+                                                         cfg.reduction)}
+        if cfg.loss == "em" or self.store is None:
+            return {"em": entropy_maximisation(logits, positive, unknown, cfg.alpha,
+                                               cfg.reduction)}
+        pseudo, target = (t.to(logits.device) for t in self.store.lookup(batch["index"]))
+        pseudo = pseudo & unknown
+        return {"em": entropy_maximisation(logits, positive, unknown & ~pseudo, cfg.alpha,
+                                           cfg.reduction),
+                "apl": cfg.beta * soft_negative_bce(logits, pseudo, target, cfg.reduction)}
+
+    def on_epoch_end(self, runner: StageRunner) -> None:
+        """APL: score the training set and mark this epoch's pseudo-negatives (all ranks hold
+        the same gathered scores, so every rank's store stays identical)."""
+        if self.cfg.loss != "em_apl":
+            return
+        train = runner.data.train
+        if self.store is None:
+            self.store = PseudoLabelStore.empty(len(train), train.num_classes)
+        scores = runner.predict(train)
+        apl_update(self.store, scores, train.labels.unknown, self.cfg.theta, runner.epochs,
+                   self.cfg.warmup, runner.epoch)
+        if runner.engine.is_main:
+            self.store.save(runner.engine.folder.stage_dir(runner.stage.name) /
+                            "label_store.npz")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.store is None else {"store": self.store.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "store" in state:
+            self.store = PseudoLabelStore.empty(0, 0)
+            self.store.load_state_dict(state["store"])
+
+
+def spml_stages(cfg: SpmlConfig, run: RunConfig) -> list[Stage]:
+    """One stage trained with the configured SPML loss."""
+    return [Stage("train", SpmlTask(cfg))]

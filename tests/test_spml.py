@@ -1,0 +1,121 @@
+"""SPML losses by hand and by law, the APL label store, and the spml method end to end."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unhot.config import ConfigError, parse_config
+from unhot.engine import Engine, StageRunner
+from unhot.label_store import PseudoLabelStore, apl_update
+from unhot.losses import (
+    an_label_smoothing,
+    assume_negative_bce,
+    binary_entropy,
+    entropy_maximisation,
+    expected_positive_regulariser,
+    soft_negative_bce,
+    weighted_an,
+)
+from unhot.methods.spml import SpmlConfig
+from unhot.runs import RunFolder
+
+Z = torch.tensor([[0.0, math.log(3.0)], [math.log(3.0), 0.0]])  # p = [[.5, .75], [.75, .5]]
+POS = torch.tensor([[True, False], [False, False]])
+
+
+def test_em_by_hand():
+    # Entry (0,0) positive: -log .5; the three unknowns: -alpha * H(p).
+    h = {0.5: math.log(2), 0.75: -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))}
+    expected = (math.log(2) - 0.2 * (h[0.75] + h[0.75] + h[0.5])) / 4
+    got = entropy_maximisation(Z, POS, ~POS, alpha=0.2)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    assert binary_entropy(torch.zeros(1)).item() == pytest.approx(math.log(2))
+
+
+def test_wan_and_epr_by_hand():
+    wan = (math.log(2) + math.log(4) + math.log(4) + math.log(2)) / 4  # C-1 = 1
+    assert weighted_an(Z, POS).item() == pytest.approx(wan, rel=1e-6)
+    # positives: -log .5 over B*C = 4 entries; expected counts 1.25 each, k = 1.
+    epr = math.log(2) / 4 + (0.25 ** 2) / 4
+    assert expected_positive_regulariser(Z, POS, k=1.0).item() == pytest.approx(epr, rel=1e-6)
+
+
+def test_soft_negative_bce_only_on_pseudo_negatives():
+    mask = torch.tensor([[False, True], [False, False]])
+    target = torch.full((2, 2), 0.25)
+    expected = -(0.25 * math.log(0.75) + 0.75 * math.log(0.25)) / 4
+    assert soft_negative_bce(Z, mask, target).item() == pytest.approx(expected, rel=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 5), st.integers(2, 6), st.integers(0, 10_000))
+def test_label_smoothing_zero_is_assume_negative(batch, classes, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, classes, generator=g) * 3
+    positive = torch.rand(batch, classes, generator=g) < 0.3
+    for reduction in ("sum_over_bc", "mean_observed"):
+        assert torch.allclose(an_label_smoothing(logits, positive, 0.0, reduction),
+                              assume_negative_bce(logits, positive, reduction), atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(-6, 6))
+def test_em_unknown_term_is_smallest_at_one_half(z):
+    unknown = torch.ones(1, 1, dtype=torch.bool)
+    at = entropy_maximisation(torch.tensor([[z]]), ~unknown, unknown, alpha=1.0)
+    half = entropy_maximisation(torch.zeros(1, 1), ~unknown, unknown, alpha=1.0)
+    assert at.item() >= half.item() - 1e-7
+
+
+def test_apl_marks_lowest_unknowns_cumulatively_never_positives():
+    scores = np.array([[0.9, 0.1], [0.2, 0.3], [0.05, 0.6], [0.4, 0.02]])
+    unknown = np.array([[False, True], [True, True], [True, True], [True, False]])
+    store = PseudoLabelStore.empty(4, 2)
+    # U = (3, 3); epochs - warmup = 2; theta 1 -> floor(3 / 2) = 1 per class per epoch.
+    assert apl_update(store, scores, unknown, 1.0, 3, 1, epochs_done=1) == 0
+    assert apl_update(store, scores, unknown, 1.0, 3, 1, epochs_done=2) == 2
+    assert store.negative[2, 0] and store.negative[0, 1]
+    assert store.target[2, 0] == pytest.approx(0.05)
+    apl_update(store, scores, unknown, 1.0, 3, 1, epochs_done=3)
+    assert store.negative[1, 0] and store.negative[1, 1]
+    assert not (store.negative & ~unknown).any()
+    restored = PseudoLabelStore.empty(0, 0)
+    restored.load_state_dict(store.state_dict())
+    np.testing.assert_array_equal(restored.negative, store.negative)
+
+
+def test_unknown_loss_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"unknown method\(spml\).loss 'nope'"):
+        SpmlConfig(loss="nope")
+
+
+def test_em_apl_run_resumes_with_its_label_store(tmp_path, tiny, monkeypatch):
+    raw = tiny("spml", loss="em_apl", warmup=1)
+    raw["data"]["label_regime"] = "single_positive"
+    cfg = parse_config(raw)
+    straight = Engine(cfg, tmp_path / "a").run()
+    store = np.load(tmp_path / "a" / "stages" / "train" / "label_store.npz")
+    assert store["negative"].sum() > 0
+    original = StageRunner.train_epoch
+    calls = {"n": 0}
+
+    def crash_in_third_epoch(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(StageRunner, "train_epoch", crash_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        Engine(cfg, tmp_path / "b").run()
+    monkeypatch.setattr(StageRunner, "train_epoch", original)
+    resumed = Engine(cfg, tmp_path / "b").run()
+    assert resumed == pytest.approx(straight, abs=1e-6)
+    again = np.load(RunFolder(tmp_path / "b").stage_dir("train") / "label_store.npz")
+    np.testing.assert_array_equal(again["negative"], store["negative"])
