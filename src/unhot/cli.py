@@ -78,6 +78,18 @@ def eval_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def relabel_command(args: argparse.Namespace) -> int:
+    """Write refined labels (see :mod:`unhot.relabel`) and print the per-class summary."""
+    from unhot.relabel import relabel_run, summary_text
+
+    out = Path(args.out)
+    result = relabel_run(Path(args.run), out, args.data, args.split, args.threshold,
+                         args.doubt_threshold)
+    print(summary_text(result))
+    print(f"refined labels: {out}")
+    return 0
+
+
 def demo_config(method: str, overrides: Sequence[str]) -> RunConfig:
     """The demo's config for one method (packaged YAML + overrides)."""
     raw = yaml.safe_load(DEMO_CONFIG.read_text())
@@ -158,6 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--difficult", help="N x C 0/1 'difficult' marks (skipped by AP; adds "
                      "mAP_difficult)")
     met.set_defaults(func=metrics_command)
+
+    rel = sub.add_parser("relabel", help="write a trained model's refined labels for a dataset")
+    rel.add_argument("--run", required=True, help="run folder")
+    rel.add_argument("--data", help="YAML file with a data block (default: the run's data)")
+    rel.add_argument("--split", default="train", choices=["train", "val", "test"])
+    rel.add_argument("--threshold", type=float, default=0.5,
+                     help="predicted set = top-1 plus every class with p above this")
+    rel.add_argument("--doubt-threshold", type=float, default=0.1,
+                     help="a given label with p below this is doubted")
+    rel.add_argument("--out", required=True, help="labels.csv or labels.json")
+    rel.set_defaults(func=relabel_command)
     return parser
 
 
