@@ -20,13 +20,12 @@ from unhot.data.base import DataError
 from unhot.labels import LabelError
 from unhot.metrics import MetricsInputError, compute_metrics
 from unhot.models import ModelConfigError
+from unhot.report import TABLE_KEYS, format_metric, write_report
 from unhot.runs import RunError
 
 USER_ERRORS = (ConfigError, DataError, LabelError, MetricsInputError, ModelConfigError, RunError)
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 DEMO_METHODS = ("softmax", "sigmoid", "mile")
-TABLE_KEYS = ("top1", "real_acc", "real_f1@0.25", "real_f1@0.5", "label_coverage@0.25", "mAP",
-              "ECE")
 
 
 def load_array(path: str, name: str) -> np.ndarray:
@@ -98,11 +97,6 @@ def demo_config(method: str, overrides: Sequence[str]) -> RunConfig:
     return parse_config(apply_overrides(raw, list(overrides)))
 
 
-def format_metric(key: str, value: float) -> str:
-    """``value`` for a table: label coverage as a count, every other metric in percent."""
-    return f"{value:.2f}" if key.startswith("label_coverage") else f"{100 * value:.2f}"
-
-
 def format_table(rows: dict[str, dict[str, float]], keys: Sequence[str]) -> str:
     """A Markdown table: one row per run; fractions in percent, label coverage (a mean count
     of labels per image) as is."""
@@ -133,6 +127,13 @@ def demo_command(args: argparse.Namespace) -> int:
           "the full set of digits in each grid)")
     for method, folder in folders.items():
         print(f"run folder ({method}): {folder}")
+    print(f"report: {write_report(list(folders.values()), out / 'report')}")
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """Write an HTML + Markdown report of finished runs (no retraining)."""
+    print(f"report: {write_report([Path(r) for r in args.runs], Path(args.out))}")
     return 0
 
 
@@ -181,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a given label with p below this is doubted")
     rel.add_argument("--out", required=True, help="labels.csv or labels.json")
     rel.set_defaults(func=relabel_command)
+
+    rep = sub.add_parser("report", help="HTML + Markdown report of finished runs")
+    rep.add_argument("runs", nargs="+", help="run folders")
+    rep.add_argument("--out", default="report", help="folder for index.html, README.md, PNGs")
+    rep.set_defaults(func=report_command)
     return parser
 
 

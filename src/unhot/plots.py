@@ -38,7 +38,90 @@ def reliability_diagram(scores: np.ndarray, labels: np.ndarray, path: Path, titl
     bottom.set_ylabel("entries")
     bottom.set_xlabel("predicted probability")
     bottom.set_xlim(0, 1)
+    _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def training_curves(rows: list[dict], path: Path, title: str) -> None:
+    """Per-epoch mean of every loss term (left) and every logged evaluation metric in percent
+    (right), one line per stage; x = epochs counted over the whole run."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    offset = 0
+    for stage in dict.fromkeys(r["stage"] for r in rows):
+        mine = [r for r in rows if r["stage"] == stage and not r.get("final")]
+        x = [offset + r["epoch"] for r in mine]
+        for key in sorted({k for r in mine for k in r if k.startswith("loss/")}):
+            left.plot(x, [r.get(key, np.nan) for r in mine], marker=".",
+                      label=f"{stage}: {key[5:]}")
+        for key in ("real_f1@0.25", "mAP", "top1"):
+            points = [(xi, r[k]) for xi, r in zip(x, mine, strict=True)
+                      for k in r if k.endswith("/" + key)]
+            if points:
+                right.plot(*zip(*[(a, 100 * b) for a, b in points], strict=True), marker="o",
+                           label=f"{stage}: {key}")
+        offset = x[-1] if x else offset
+    left.set(xlabel="epoch (whole run)", ylabel="mean training loss", title="losses")
+    right.set(xlabel="epoch (whole run)", ylabel="percent", title="evaluation during training")
+    for ax in (left, right):
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+
+
+def f1_against_threshold(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
+    """ReaL-F1 (percent) against the threshold t, one line per run."""
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for name, (ts, f1) in curves.items():
+        ax.plot(ts, 100 * f1, label=name)
+    ax.set(xlabel="threshold t (predicted set = top-1 + classes with p > t)",
+           ylabel="ReaL-F1 (%)", title="F1 against threshold")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def class_ap_bars(ap: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
+    """Average precision per class (percent), one bar per class."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(ap) + 1.5), 3.2))
+    ax.bar(range(len(ap)), 100 * ap, color="tab:green")
+    ax.set_xticks(range(len(ap)), class_names, rotation=60 if len(ap) > 12 else 0, fontsize=8)
+    ax.set(ylabel="AP (%)", ylim=(0, 100), title=f"{title}: AP per class")
+    _save(fig, path)
+
+
+def set_size_histogram(sizes: dict[str, np.ndarray], true_sizes: np.ndarray, path: Path,
+                       threshold: float) -> None:
+    """How many labels each test image gets (predicted at ``threshold``) vs how many it has."""
+    top = int(max(true_sizes.max(), *(s.max() for s in sizes.values())))
+    bins = np.arange(0.5, top + 1.5)
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ax.hist(true_sizes, bins=bins, histtype="step", color="black", linewidth=2,
+            label="true label sets")
+    for name, size in sizes.items():
+        ax.hist(size, bins=bins, alpha=0.5, label=f"{name} (mean {size.mean():.2f})")
+    ax.set(xlabel=f"labels per image (predicted: top-1 + p > {threshold})", ylabel="test images",
+           title="label coverage")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def example_grid(images: np.ndarray, captions: list[str], path: Path, title: str) -> None:
+    """Test images (uint8 [N, ch, H, W]) with their given / true / predicted labels below."""
+    n = len(images)
+    cols = min(4, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions, strict=False):
+        pixels = image.transpose(1, 2, 0)
+        ax.imshow(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels, cmap="gray")
+        ax.set_title(caption, fontsize=7, loc="left")
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path)

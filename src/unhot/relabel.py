@@ -27,6 +27,7 @@ from unhot.data.csv_reader import write_label_csv
 from unhot.engine import Engine, make_accelerator, predict
 from unhot.evaluate import load_run
 from unhot.labels import from_multi_hot
+from unhot.metrics import real_set
 from unhot.runs import RunFolder, atomic_path, write_json
 from unhot.weights import load_weights
 
@@ -43,18 +44,11 @@ class Relabelled:
     doubted: np.ndarray
 
 
-def predicted_sets(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Top-1 plus every class with ``p > threshold`` (bool [N, C]), as in ReaL-F1."""
-    sets = scores > threshold
-    sets[np.arange(len(scores)), scores.argmax(axis=1)] = True
-    return sets
-
-
 def relabel_scores(scores: np.ndarray, given: np.ndarray, ids: list[str],
                    class_names: list[str], threshold: float,
                    doubt_threshold: float) -> Relabelled:
     """Records for ``scores`` [N, C] against the ``given`` positives [N, C]."""
-    sets = predicted_sets(scores, threshold)
+    sets = real_set(scores, threshold)
     added = sets & ~given
     doubted = given & (scores < doubt_threshold)
     names = np.asarray(class_names, dtype=object)
@@ -99,7 +93,7 @@ def write_outputs(result: Relabelled, out: Path, ids: list[str], scores: np.ndar
     if out.suffix == ".json":
         write_json(out, result.records)
     else:
-        sets = predicted_sets(scores, threshold)
+        sets = real_set(scores, threshold)
         write_label_csv(out, ids, from_multi_hot(sets), result.class_names,
                         unlabelled_policy="negative")
         _write_rows(stem.with_name(stem.name + ".details.csv"),
@@ -126,4 +120,4 @@ def summary_text(result: Relabelled) -> str:
                                            strict=True))
 
 
-__all__ = ["predicted_sets", "relabel_run", "relabel_scores", "summary_text"]
+__all__ = ["relabel_run", "relabel_scores", "summary_text"]

@@ -1,0 +1,165 @@
+"""``unhot report``: an offline HTML page and a Markdown file from run folders alone.
+
+For each run: its final test metrics, training curves per stage, a reliability diagram, AP per
+class and a grid of test images with their given, true and predicted labels; across runs: ReaL-F1
+against the threshold and the distribution of predicted-set sizes. PNGs are written next to
+``index.html`` and ``README.md``; the page loads nothing from the network.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unhot import plots
+from unhot.config import ConfigError
+from unhot.data import build_data
+from unhot.data.base import DataError
+from unhot.evaluate import load_run
+from unhot.metrics import average_precision_per_class, real_f1, real_set
+from unhot.runs import RunError, RunFolder, atomic_write, read_json
+from unhot.weights import read_architecture
+
+TABLE_KEYS = ("top1", "real_acc", "real_f1@0.25", "real_f1@0.5", "label_coverage@0.25", "mAP",
+              "ECE")
+THRESHOLDS = np.linspace(0.05, 0.95, 19)
+EXAMPLES = 8
+
+
+@dataclass
+class RunSummary:
+    """What the report needs from one run folder."""
+
+    name: str
+    folder: Path
+    stage: str
+    metrics: dict[str, float]
+    rows: list[dict[str, Any]]
+    predictions: dict[str, np.ndarray]
+    class_names: list[str]
+
+
+def read_run(folder: Path, name: str) -> RunSummary:
+    """Read a finished run's final metrics, log, last stage's test predictions and classes."""
+    runs = RunFolder(folder)
+    if not runs.final_metrics_path.exists():
+        raise RunError(f"{folder}: not a finished unhot run (no final_metrics.json)")
+    manifest = runs.read_manifest()
+    stage = list(manifest["stages"])[-1]
+    rows = [json.loads(line) for line in runs.metrics_path.read_text().splitlines() if line]
+    with np.load(runs.predictions_path(stage)) as saved:
+        predictions = {k: saved[k] for k in saved.files}
+    arch = read_architecture(runs.weights_path(stage))
+    return RunSummary(name, folder, stage, read_json(runs.final_metrics_path), rows, predictions,
+                      list(arch.class_names))
+
+
+def example_captions(run: RunSummary, indices: np.ndarray) -> list[str]:
+    """"given / true / predicted (p)" captions for the test images ``indices``."""
+    names = np.asarray(run.class_names, dtype=object)
+    scores, true, target = (run.predictions[k] for k in ("scores", "true", "target"))
+    predicted = real_set(scores, 0.5)
+    captions = []
+    for i in indices:
+        given = names[target[i]] if target[i] >= 0 else "-"
+        shown = ", ".join(f"{names[c]} {scores[i, c]:.2f}" for c in np.flatnonzero(predicted[i]))
+        captions.append(f"given: {given}\ntrue: {' '.join(names[true[i]])}\npred: {shown}")
+    return captions
+
+
+def run_figures(run: RunSummary, out: Path) -> tuple[dict[str, str], str]:
+    """This run's PNGs (name -> file) and a note when the test images cannot be shown."""
+    files = {"curves": f"{run.name}_curves.png", "reliability": f"{run.name}_reliability.png",
+             "ap": f"{run.name}_ap.png"}
+    plots.training_curves(run.rows, out / files["curves"], run.name)
+    scores, true = run.predictions["scores"], run.predictions["true"]
+    plots.reliability_diagram(scores, true, out / files["reliability"], run.name)
+    plots.class_ap_bars(average_precision_per_class(scores, true), run.class_names,
+                        out / files["ap"], run.name)
+    try:
+        data = build_data(load_run(run.folder).data)
+    except (ConfigError, DataError, RunError, OSError) as err:
+        return files, f"test images not shown: {err}"
+    indices = np.arange(min(EXAMPLES, len(data.test)))
+    images = data.test.images.load(indices).numpy()
+    files["examples"] = f"{run.name}_examples.png"
+    plots.example_grid(images, example_captions(run, indices), out / files["examples"],
+                       f"{run.name}: test examples")
+    return files, ""
+
+
+def format_metric(key: str, value: float) -> str:
+    """``value`` for a table: label coverage as a count, every other metric in percent."""
+    return f"{value:.2f}" if key.startswith("label_coverage") else f"{100 * value:.2f}"
+
+
+def metrics_table(runs: list[RunSummary]) -> list[list[str]]:
+    """Header + one row per run: fractions in percent, label coverage as a count."""
+    rows = [["run", "stage", *TABLE_KEYS]]
+    for run in runs:
+        cells = [format_metric(k, run.metrics.get(k, float("nan"))) for k in TABLE_KEYS]
+        rows.append([run.name, run.stage, *cells])
+    return rows
+
+
+def write_report(folders: list[Path], out: Path) -> Path:
+    """Write ``out/index.html``, ``out/README.md`` and the PNGs; return the HTML path."""
+    names = [f.resolve().name for f in folders]
+    names = [n if names.count(n) == 1 else f"{i}_{n}" for i, n in enumerate(names)]
+    runs = [read_run(f, n) for f, n in zip(folders, names, strict=True)]
+    out.mkdir(parents=True, exist_ok=True)
+    plots.f1_against_threshold(
+        {r.name: (THRESHOLDS, np.array([real_f1(r.predictions["scores"], r.predictions["true"],
+                                                t) for t in THRESHOLDS])) for r in runs},
+        out / "f1_threshold.png")
+    plots.set_size_histogram(
+        {r.name: real_set(r.predictions["scores"], 0.5).sum(1) for r in runs},
+        runs[0].predictions["true"].sum(1), out / "coverage.png", 0.5)
+    sections = [(run, *run_figures(run, out)) for run in runs]
+    table = metrics_table(runs)
+    atomic_write(out / "README.md", lambda f: f.write(markdown(table, sections)))
+    atomic_write(out / "index.html", lambda f: f.write(html_page(table, sections)))
+    return out / "index.html"
+
+
+INTRO = ("Metrics in percent on the test split (label coverage: mean predicted labels per "
+         "image). ReaL = against the full true label set; predicted set = top-1 plus every "
+         "class with p > t.")
+
+
+def markdown(table: list[list[str]], sections: list[tuple[RunSummary, dict, str]]) -> str:
+    lines = ["# unhot report", "", INTRO, "", "| " + " | ".join(table[0]) + " |",
+             "|" + "---|" * len(table[0])]
+    lines += ["| " + " | ".join(row) + " |" for row in table[1:]]
+    lines += ["", "![F1 against threshold](f1_threshold.png) ![label coverage](coverage.png)"]
+    for run, files, note in sections:
+        lines += ["", f"## {run.name} (stage {run.stage})", ""]
+        lines += [f"![{key}]({file})" for key, file in files.items()]
+        lines += [f"_{note}_"] if note else []
+    return "\n".join(lines) + "\n"
+
+
+def html_page(table: list[list[str]], sections: list[tuple[RunSummary, dict, str]]) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(c)}</th>" for c in table[0])
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
+                   for row in table[1:])
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>unhot report</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;"
+             "text-align:right}img{max-width:100%;margin:4px}</style></head><body>",
+             f"<h1>unhot report</h1><p>{esc(INTRO)}</p>",
+             f"<table><tr>{head}</tr>{body}</table>",
+             "<p><img src='f1_threshold.png' alt='F1 against threshold'>"
+             "<img src='coverage.png' alt='label coverage'></p>"]
+    for run, files, note in sections:
+        parts.append(f"<h2>{esc(run.name)} (stage {esc(run.stage)})</h2><p>")
+        parts += [f"<img src='{esc(file)}' alt='{esc(key)}'>" for key, file in files.items()]
+        parts.append(f"</p><p><em>{esc(note)}</em></p>" if note else "</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
