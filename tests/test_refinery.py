@@ -129,3 +129,17 @@ def test_cross_architecture_refinery_teaches_a_small_cnn(tmp_path, tiny):
     raw["optim"]["epochs"] = 1
     metrics = Engine(parse_config(raw), tmp_path / "student").run()
     assert 0.0 <= metrics["top1"] <= 1.0
+
+
+def test_train_prints_a_table_per_generation(tmp_path, tiny, capsys):
+    import yaml
+
+    from unhot.cli import main
+
+    raw = tiny("refinery", generations=2)
+    raw["optim"]["epochs"] = 1
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "| stage | top1 |" in out and "| gen1 |" in out and "| gen2 |" in out

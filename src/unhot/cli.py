@@ -62,7 +62,12 @@ def train_command(args: argparse.Namespace) -> int:
     from unhot.engine import Engine
 
     cfg = load_config(args.config, args.set)
-    metrics = Engine(cfg, args.out).run()
+    engine = Engine(cfg, args.out)
+    metrics = engine.run()
+    if len(engine.stages) > 1:
+        stages = engine.folder.read_manifest()["stages"]
+        print(format_table({name: stages[name]["test_metrics"] for name in stages}, TABLE_KEYS,
+                           first="stage"))
     print(json.dumps(metrics, indent=2))
     print(f"run folder: {args.out}")
     return 0
@@ -97,10 +102,11 @@ def demo_config(method: str, overrides: Sequence[str]) -> RunConfig:
     return parse_config(apply_overrides(raw, list(overrides)))
 
 
-def format_table(rows: dict[str, dict[str, float]], keys: Sequence[str]) -> str:
-    """A Markdown table: one row per run; fractions in percent, label coverage (a mean count
-    of labels per image) as is."""
-    head = "| method | " + " | ".join(keys) + " |"
+def format_table(rows: dict[str, dict[str, float]], keys: Sequence[str],
+                 first: str = "method") -> str:
+    """A Markdown table: one row per run (or stage); fractions in percent, label coverage (a
+    mean count of labels per image) as is."""
+    head = f"| {first} | " + " | ".join(keys) + " |"
     rule = "|---|" + "---:|" * len(keys)
     lines = [head, rule]
     for name, metrics in rows.items():
