@@ -25,7 +25,8 @@ def test_records_by_hand():
     assert result.added.tolist() == [1, 1, 0] and result.doubted.tolist() == [0, 0, 1]
 
 
-def test_relabel_round_trip_through_the_csv_reader(tmp_path, capsys):
+def test_relabel_round_trip_through_the_csv_reader(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("unhot.relabel.CHUNK", 2)  # 3 images: two chunks, streamed
     root = csv_dataset(tmp_path / "data")
     raw = {"name": "relabel", "seed": 0, "method": {"name": "bce"},
            "data": {"name": "csv", "root": str(root), "image_size": 8},

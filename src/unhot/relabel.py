@@ -14,21 +14,23 @@ class's probability, the labels the model *adds* (predicted, not given) and the 
 from __future__ import annotations
 
 import csv
+import json
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from unhot.config import ConfigError
 from unhot.data import build_data
-from unhot.data.base import Split
-from unhot.data.csv_reader import write_label_csv
+from unhot.data.base import DataError, ImageSource, Split
 from unhot.engine import Engine, make_accelerator, predict
 from unhot.evaluate import load_run
-from unhot.labels import from_multi_hot
 from unhot.metrics import real_set
-from unhot.runs import RunFolder, atomic_path, write_json
+from unhot.runs import RunFolder, atomic_path
 from unhot.weights import load_weights
 
 FORMATS = (".csv", ".json")
@@ -62,9 +64,35 @@ def relabel_scores(scores: np.ndarray, given: np.ndarray, ids: list[str],
     return Relabelled(records, list(class_names), added.sum(axis=0), doubted.sum(axis=0))
 
 
+CHUNK = 2048
+"""Images scored per chunk: memory stays bounded however large the split is."""
+
+
+@dataclass
+class RowsOf:
+    """The images ``rows`` of another image source (a chunk of a split)."""
+
+    source: ImageSource
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def load(self, indices: np.ndarray) -> torch.Tensor:
+        return self.source.load(self.rows[np.asarray(indices)])
+
+
+def chunk_of(split: Split, rows: np.ndarray, ids: list[str]) -> Split:
+    """The samples ``rows`` of ``split`` as a split of their own."""
+    return Split(RowsOf(split.images, rows), split.labels.subset(rows), split.true[rows],
+                 split.target[rows], [ids[r] for r in rows], split.name)
+
+
 def relabel_run(run: Path, out: Path, data_file: str | None = None, split: str = "train",
-                threshold: float = 0.5, doubt_threshold: float = 0.1) -> Relabelled:
-    """Run the final model of ``run`` over ``split`` and write the outputs named above."""
+                threshold: float = 0.5, doubt_threshold: float = 0.1,
+                progress: bool = True) -> Relabelled:
+    """Run the final model of ``run`` over ``split`` chunk by chunk, streaming the outputs
+    named in the module docstring to temporary files renamed into place at the end."""
     if out.suffix not in FORMATS:
         raise ConfigError(f"--out {out}: unknown format '{out.suffix}'; use .csv or .json")
     if not RunFolder(run).config_path.exists():
@@ -74,36 +102,63 @@ def relabel_run(run: Path, out: Path, data_file: str | None = None, split: str =
     chosen: Split | None = getattr(data, split, None)
     if chosen is None:
         raise ConfigError(f"--split {split}: the dataset has no such split")
+    names = list(data.class_names)
+    if out.suffix == ".csv" and any(" " in name for name in names):
+        raise DataError(f"--out {out}: class names contain spaces, which the label CSV "
+                        f"separates classes with; write --out with .json instead")
     engine = Engine(cfg, run, data=data, accelerator=make_accelerator(cfg))
     stage = engine.stages[-1]
     model, _ = load_weights(RunFolder(run).weights_path(stage.name), engine.architecture(stage))
-    scores = predict(engine.accelerator, model.to(engine.accelerator.device), chosen,
-                     stage.task.scores, cfg.train.eval_batch_size)
+    model = model.to(engine.accelerator.device)
     ids = list(chosen.ids) or [f"{split}/{i}" for i in range(len(chosen))]
-    result = relabel_scores(scores, chosen.labels.positive, ids, list(data.class_names),
-                            threshold, doubt_threshold)
-    write_outputs(result, out, ids, scores, threshold)
-    return result
-
-
-def write_outputs(result: Relabelled, out: Path, ids: list[str], scores: np.ndarray,
-                  threshold: float) -> None:
-    """The refined-label CSV (or JSON), the details and the per-class summary, atomically."""
+    total = Relabelled([], names, np.zeros(len(names), int), np.zeros(len(names), int))
     stem = out.with_suffix("")
-    if out.suffix == ".json":
-        write_json(out, result.records)
-    else:
-        sets = real_set(scores, threshold)
-        write_label_csv(out, ids, from_multi_hot(sets), result.class_names,
-                        unlabelled_policy="negative")
-        _write_rows(stem.with_name(stem.name + ".details.csv"),
-                    ["id", "given", "predicted", "added", "doubted"],
-                    ([r["id"], " ".join(r["given"]),
-                      " ".join(f"{k}:{v}" for k, v in r["predicted"].items()),
-                      " ".join(r["added"]), " ".join(r["doubted"])] for r in result.records))
+    details = out if out.suffix == ".json" else stem.with_name(stem.name + ".details.csv")
+    with ExitStack() as stack:
+        refined = None
+        if out.suffix == ".csv":
+            refined = csv.writer(_open_atomic(stack, out), lineterminator="\n")
+            refined.writerow(["path", "labels"])
+        detail_file = _open_atomic(stack, details)
+        detail_csv = csv.writer(detail_file, lineterminator="\n")
+        if out.suffix == ".json":
+            detail_file.write("[")
+        else:
+            detail_csv.writerow(["id", "given", "predicted", "added", "doubted"])
+        starts = range(0, len(chosen), CHUNK)
+        for start in tqdm(starts, desc="relabel", unit="chunk", disable=not progress):
+            rows = np.arange(start, min(start + CHUNK, len(chosen)))
+            part_split = chunk_of(chosen, rows, ids)
+            scores = predict(engine.accelerator, model, part_split, stage.task.scores,
+                             cfg.train.eval_batch_size)
+            part = relabel_scores(scores, part_split.labels.positive, list(part_split.ids),
+                                  names, threshold, doubt_threshold)
+            total.added += part.added
+            total.doubted += part.doubted
+            for n, record in enumerate(part.records):
+                if refined is not None:
+                    refined.writerow([record["id"], " ".join(record["predicted"])])
+                if out.suffix == ".json":
+                    comma = "," if start + n else ""
+                    detail_file.write(f"{comma}\n{json.dumps(record)}")
+                else:
+                    detail_csv.writerow([record["id"], " ".join(record["given"]),
+                                         " ".join(f"{k}:{v}" for k, v in
+                                                  record["predicted"].items()),
+                                         " ".join(record["added"]),
+                                         " ".join(record["doubted"])])
+        if out.suffix == ".json":
+            detail_file.write("\n]\n")
     _write_rows(stem.with_name(stem.name + ".summary.csv"), ["class", "added", "doubted"],
                 ([name, int(a), int(d)] for name, a, d in
-                 zip(result.class_names, result.added, result.doubted, strict=True)))
+                 zip(names, total.added, total.doubted, strict=True)))
+    return total
+
+
+def _open_atomic(stack: ExitStack, path: Path) -> IO[str]:
+    """A text file that appears at ``path`` only when ``stack`` closes without an error."""
+    tmp = stack.enter_context(atomic_path(path))
+    return stack.enter_context(open(tmp, "w", encoding="utf-8", newline=""))
 
 
 def _write_rows(path: Path, header: list[str], rows: Any) -> None:
