@@ -42,8 +42,24 @@ SHAPE_CASES = [
 FEATURE_MULTIPLIER = {"small_cnn": 8, "resnet18": 8, "resnet34": 8, "resnet50": 32}
 
 
+FEATURE_BACKBONES = ("linear", "mlp")
+IMAGE_BACKBONES = sorted(set(BACKBONES) - set(FEATURE_BACKBONES))
+
+
 def test_registry_names() -> None:
-    assert set(BACKBONES) == {"small_cnn", "resnet18", "resnet34", "resnet50"}
+    assert set(BACKBONES) == {"small_cnn", "resnet18", "resnet34", "resnet50", "linear", "mlp"}
+
+
+@pytest.mark.parametrize("backbone", FEATURE_BACKBONES)
+def test_feature_backbones_on_feature_vectors(backbone: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(backbone, 6, 3, width=4)
+    x = torch.randn(5, 6, 1, 1)
+    out = model(x)
+    assert out.logits.shape == (5, 3) and out.pooled.shape[0] == 5
+    if backbone == "linear":  # a linear probe: logits = W x + b exactly
+        expected = x.flatten(1) @ model.head.weight.T + model.head.bias
+        torch.testing.assert_close(out.logits, expected)
 
 
 @pytest.mark.parametrize(("backbone", "channels", "size", "input_size", "side"), SHAPE_CASES)
@@ -140,7 +156,7 @@ def test_bad_arguments(kwargs: dict, key: str) -> None:
         build_model("small_cnn", args.pop("in_channels"), args.pop("num_classes"), **args)
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+@pytest.mark.parametrize("backbone", IMAGE_BACKBONES)
 def test_gradient_reaches_feature_map(backbone: str) -> None:
     model = _tiny(backbone, calibration_head=True, input_size=16)
     out = model(torch.randn(2, 1, 16, 16))
@@ -202,7 +218,7 @@ def _trained_model(backbone: str) -> Classifier:
     return model
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+@pytest.mark.parametrize("backbone", IMAGE_BACKBONES)
 def test_state_dict_round_trip_safetensors(backbone: str, tmp_path) -> None:
     model = _trained_model(backbone)
     path = tmp_path / "model.safetensors"
@@ -224,7 +240,7 @@ def test_state_dict_round_trip_torch_weights_only() -> None:
     _check_same_eval_output(model, fresh)
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+@pytest.mark.parametrize("backbone", IMAGE_BACKBONES)
 def test_preferred_memory_format_gives_same_outputs(backbone: str, tmp_path) -> None:
     model = _trained_model(backbone).eval()
     fmt = model.preferred_memory_format

@@ -137,6 +137,18 @@ def demo_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def features_command(args: argparse.Namespace) -> int:
+    """Extract pooled features of a run's model into Cole et al.'s .npy layout."""
+    from unhot.features import extract_features
+
+    shapes = extract_features(Path(args.run), Path(args.out), args.data, args.tag)
+    for name, shape in shapes.items():
+        print(f"{name}: features {shape}")
+    print(f"features: {args.out} (data: {{name: cole_features, root: {args.out}, "
+          f"features: {args.tag}}})")
+    return 0
+
+
 def report_command(args: argparse.Namespace) -> int:
     """Write an HTML + Markdown report of finished runs (no retraining)."""
     print(f"report: {write_report([Path(r) for r in args.runs], Path(args.out))}")
@@ -188,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a given label with p below this is doubted")
     rel.add_argument("--out", required=True, help="labels.csv or labels.json")
     rel.set_defaults(func=relabel_command)
+
+    feat = sub.add_parser("features", help="a run's pooled features in Cole et al.'s layout")
+    feat.add_argument("--run", required=True, help="run folder")
+    feat.add_argument("--data", help="YAML file with a data block (default: the run's data)")
+    feat.add_argument("--tag", default="unhot", help="file names {split}_features_TAG.npy")
+    feat.add_argument("--out", required=True, help="output folder")
+    feat.set_defaults(func=features_command)
 
     rep = sub.add_parser("report", help="HTML + Markdown report of finished runs")
     rep.add_argument("runs", nargs="+", help="run folders")

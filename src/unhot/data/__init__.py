@@ -17,6 +17,7 @@ DATASETS = Registry({
     "coco": "unhot.data.coco:CocoConfig:build_coco",
     "voc": "unhot.data.voc:VocConfig:build_voc",
     "image_folder": "unhot.data.image_folder:ImageFolderConfig:build_image_folder",
+    "cole_features": "unhot.data.cole_features:ColeFeaturesConfig:build_cole_features",
 })
 
 

@@ -11,6 +11,7 @@ from torch import nn
 
 from unhot.models import resnet, small_cnn
 from unhot.models.heads import Classifier
+from unhot.models.layers import FeatureInput, feature_mlp
 
 
 class ModelConfigError(ValueError):
@@ -39,6 +40,9 @@ BACKBONES: dict[str, BackboneSpec] = {
                              resnet.DEFAULT_WIDTH, torch.channels_last),
     "resnet50": BackboneSpec(resnet.resnet_factory(resnet.Bottleneck, (3, 4, 6, 3)),
                              resnet.DEFAULT_WIDTH, torch.channels_last),
+    # On precomputed features ([N, D, 1, 1], e.g. data: cole_features): a linear probe or an MLP.
+    "linear": BackboneSpec(lambda c, _w, _size: FeatureInput(c), 0, torch.contiguous_format),
+    "mlp": BackboneSpec(lambda c, w, _size: feature_mlp(c, w), 512, torch.contiguous_format),
 }
 
 

@@ -16,3 +16,22 @@ def conv_bn(in_channels: int, out_channels: int, kernel: int = 3, stride: int = 
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
+
+
+class FeatureInput(nn.Module):
+    """Precomputed feature vectors, given as [B, D, 1, 1] "images", passed to the head as they
+    are: the ``linear`` backbone, i.e. Cole et al.'s linear-on-frozen-features mode."""
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.out_channels = in_channels
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return x
+
+
+def feature_mlp(in_channels: int, width: int) -> nn.Module:
+    """One hidden layer (1x1 conv = linear, BN, ReLU) on [B, D, 1, 1] feature vectors."""
+    mlp = conv_bn(in_channels, width, kernel=1)
+    mlp.out_channels = width  # type: ignore[assignment]
+    return mlp
