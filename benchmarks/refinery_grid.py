@@ -1,8 +1,9 @@
 """Label Refinery on the single-label digit grid (paper Fig. 1 / Tables 1-4 in miniature).
 
-Self-refinement over generations (3 seeds), the label-type ablation (soft static / hard dynamic
-/ soft dynamic), a ResNet refinery teaching the small CNN, adversarial jittering, and the wall
-time per generation.
+Self-refinement over generations 1..4 (3 seeds). Then, per seed, one fresh small-CNN generation
+refined by that seed's generation-1 model for the label-type ablation (soft static / hard dynamic
+/ soft dynamic) and adversarial jittering (eta 2/255 and 0.02), and one refined by a ResNet-18
+(width 8) trained on the labels. Cost: epoch wall time of plain vs refined training, alternating.
 
     python benchmarks/refinery_grid.py [--quick]   # writes benchmarks/results/refinery_grid.*
 """
@@ -36,10 +37,13 @@ from unhot.weights import load_weights
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 KEYS = ("top1", "real_acc", "train_top1", "gap", "seconds")
+ETAS = (2 / 255, 0.02)
+"""Adversarial step sizes in input units ([-1, 1] images; 2/255 = the paper's eta = 1)."""
 
 
 def train(overrides: list[str], out: Path) -> list[dict[str, float]]:
-    """Run configs/refinery_grid.yaml with ``overrides``; per-generation metrics."""
+    """Run configs/refinery_grid.yaml with ``overrides``; per-generation metrics and the median
+    wall time of one training epoch."""
     raw = yaml.safe_load((ROOT / "configs" / "refinery_grid.yaml").read_text())
     cfg = parse_config(apply_overrides(raw, overrides))
     engine = Engine(cfg, out)
@@ -53,17 +57,40 @@ def train(overrides: list[str], out: Path) -> list[dict[str, float]]:
         scores = predict(make_accelerator(cfg), model, data.train, stage.task.scores, 512)
         train_top1 = float((scores.argmax(1) == data.train.target).mean())
         test = done["test_metrics"]
-        seconds = sum(r.get("train_seconds", 0.0) for r in done["history"])
+        epochs = [r["train_seconds"] for r in done["history"] if "train_seconds" in r]
         rows.append({"top1": test["top1"], "real_acc": test["real_acc"],
                      "train_top1": train_top1, "gap": train_top1 - test["top1"],
-                     "seconds": seconds})
+                     "seconds": statistics.median(epochs)})
     return rows
 
 
 def mean_std(rows: list[dict[str, float]]) -> dict[str, Any]:
+    """Mean of each metric over seeds, population std under ``std``."""
     out: dict[str, Any] = {k: statistics.mean(r[k] for r in rows) for k in KEYS}
     out["std"] = {k: statistics.pstdev(r[k] for r in rows) for k in KEYS}
     return out
+
+
+def refine_once(base: list[str], seeds: list[int], work: Path, name: str, teachers: list[Path],
+                extra: list[str]) -> dict[str, Any]:
+    """One fresh small-CNN generation per seed refined by that seed's ``teachers`` checkpoint."""
+    rows = [train([*base, f"seed={s}", f"data.seed={s}", "method.generations=1",
+                   f"method.teacher_checkpoint={t}", *extra], work / f"{name}{s}")[0]
+            for s, t in zip(seeds, teachers, strict=True)]
+    return {**mean_std(rows), "per_seed": rows}
+
+
+def alternating_cost(base: list[str], work: Path, repeats: int) -> dict[str, Any]:
+    """Epoch wall time of plain training (gen1) and a refined generation (gen2), alternating
+    within each of ``repeats`` one-epoch two-generation runs; medians and the median ratio."""
+    pairs = [train([*base, "optim.epochs=1", "method.generations=2", f"seed={r}"],
+                   work / f"cost{r}") for r in range(repeats)]
+    plain = [p[0]["seconds"] for p in pairs]
+    refined = [p[1]["seconds"] for p in pairs]
+    return {"plain_epoch_seconds": statistics.median(plain),
+            "refined_epoch_seconds": statistics.median(refined),
+            "ratio": statistics.median(r / p for p, r in zip(plain, refined, strict=True)),
+            "repeats": repeats}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,38 +98,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args(argv)
-    base = ["data.n_train=300", "data.n_test=200", "optim.epochs=1"] if args.quick else []
+    quick = ["data.n_train=300", "data.n_test=200", "optim.epochs=1"]
+    base = quick if args.quick else []
+    gens = 2 if args.quick else 4
     torch.set_num_threads(2)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        per_seed = [train([*base, f"seed={s}", f"data.seed={s}"], work / f"self{s}")
-                    for s in args.seeds]
-        generations = [mean_std([seed[g] for seed in per_seed])
-                       for g in range(len(per_seed[0]))]
-        one = [*base, "method.generations=2"]
-        ablation = {
-            "soft_dynamic": train(one, work / "sd")[1],
-            "soft_static": train([*one, "method.dynamic=false"], work / "ss")[1],
-            "hard_dynamic": train([*one, "method.soft=false"], work / "hd")[1],
-        }
-        teacher_out = work / "resnet"
-        resnet = train([*base, "method.generations=1", "model.backbone=resnet18",
-                        "model.width=8"], teacher_out)[0]
-        weights = RunFolder(teacher_out).weights_path("gen1")
-        cross = train([*base, "method.generations=1", f"method.teacher_checkpoint={weights}"],
-                      work / "cross")[0]
-        adversarial = train([*one, "method.adversarial_eta=0.02"], work / "adv")[1]
+        per_seed = [train([*base, f"seed={s}", f"data.seed={s}", f"method.generations={gens}"],
+                          work / f"self{s}") for s in args.seeds]
+        generations = [mean_std([seed[g] for seed in per_seed]) for g in range(gens)]
+        gen1 = [RunFolder(work / f"self{s}").weights_path("gen1") for s in args.seeds]
+        ablation = {name: refine_once(base, args.seeds, work, name, gen1, extra)
+                    for name, extra in (("soft_dynamic", []),
+                                        ("soft_static", ["method.dynamic=false"]),
+                                        ("hard_dynamic", ["method.soft=false"]))}
+        adversarial = {f"eta={eta:.4g}": refine_once(base, args.seeds, work, f"adv{i}", gen1,
+                                                     [f"method.adversarial_eta={eta}"])
+                       for i, eta in enumerate(ETAS)}
+        resnet = [train([*base, f"seed={s}", f"data.seed={s}", "method.generations=1",
+                         "model.backbone=resnet18", "model.width=8"], work / f"resnet{s}")[0]
+                  for s in args.seeds]
+        resnet_gen1 = [RunFolder(work / f"resnet{s}").weights_path("gen1") for s in args.seeds]
+        cross = refine_once(base, args.seeds, work, "cross", resnet_gen1, [])
+        cost = alternating_cost(base, work, 2 if args.quick else 5)
     result = {
         "generations": generations, "seeds": args.seeds, "per_seed": per_seed,
         "ablation": ablation,
-        "cross_arch": {"resnet18_teacher": resnet, "small_cnn_refined_by_resnet18": cross,
-                       "small_cnn_gen1": per_seed[0][0], "small_cnn_gen2": per_seed[0][1]},
-        "adversarial": {"eta": 0.02, "gen2_with_jitter": adversarial,
-                        "gen2_without": ablation["soft_dynamic"]},
-        "cost_ratio_gen2_over_gen1": statistics.median(
-            s[1]["seconds"] / s[0]["seconds"] for s in per_seed),
-        "wall_seconds": time.perf_counter() - start, "torch": torch.__version__,
+        "cross_arch": {"resnet18_w8_gen1": {**mean_std(resnet), "per_seed": resnet},
+                       "small_cnn_refined_by_resnet18": cross,
+                       "small_cnn_refined_by_small_cnn": ablation["soft_dynamic"],
+                       "small_cnn_gen1": generations[0]},
+        "adversarial": {**adversarial, "eta=0": ablation["soft_dynamic"],
+                        "note": "images in [-1, 1]: eta 2/255 = the paper's eta 1 on [0, 255]"},
+        "cost": cost, "wall_seconds": time.perf_counter() - start, "torch": torch.__version__,
         "unhot": unhot.__version__, "quick": args.quick,
         "command": "python benchmarks/refinery_grid.py" + (" --quick" if args.quick else ""),
     }
@@ -120,24 +149,29 @@ def pct(row: dict[str, Any], key: str) -> str:
 
 def write_markdown(result: dict[str, Any]) -> None:
     lines = ["# Label Refinery on the single-label digit grid", "",
-             f"Seeds {result['seeds']}; percent, mean ± std. Regenerate: "
+             f"Seeds {result['seeds']}; percent, mean ± std over seeds. Regenerate: "
              f"`{result['command']}` ({result['wall_seconds'] / 60:.1f} min).", "",
              "| generation | test top-1 | ReaL acc | train top-1 | train − test gap |",
              "|---|---:|---:|---:|---:|"]
     for g, row in enumerate(result["generations"], 1):
         lines.append(f"| {g} | {pct(row, 'top1')} | {pct(row, 'real_acc')} | "
                      f"{pct(row, 'train_top1')} | {pct(row, 'gap')} |")
-    lines += ["", "One seed (0), generation 2 unless named:", "",
-              "| variant | test top-1 | ReaL acc |", "|---|---:|---:|"]
+    lines += ["", "One fresh small-CNN generation refined by each seed's generation-1 model "
+              "(unless named):", "", "| variant | test top-1 | ReaL acc | train − test gap |",
+              "|---|---:|---:|---:|"]
+    cross = result["cross_arch"]
     named = {**{f"labels: {k}": v for k, v in result["ablation"].items()},
-             "ResNet-18 (width 8) gen 1": result["cross_arch"]["resnet18_teacher"],
-             "small CNN refined by the ResNet-18":
-                 result["cross_arch"]["small_cnn_refined_by_resnet18"],
-             f"adversarial jittering, eta {result['adversarial']['eta']}":
-                 result["adversarial"]["gen2_with_jitter"]}
-    lines += [f"| {k} | {pct(v, 'top1')} | {pct(v, 'real_acc')} |" for k, v in named.items()]
-    lines += ["", f"Wall time of generation 2 / generation 1 (median over seeds): "
-              f"{result['cost_ratio_gen2_over_gen1']:.2f}; torch {result['torch']}."]
+             **{f"adversarial jittering, {k}": v for k, v in result["adversarial"].items()
+                if k.startswith("eta=") and k != "eta=0"},
+             "ResNet-18 (width 8), plain training": cross["resnet18_w8_gen1"],
+             "small CNN refined by the ResNet-18": cross["small_cnn_refined_by_resnet18"]}
+    lines += [f"| {k} | {pct(v, 'top1')} | {pct(v, 'real_acc')} | {pct(v, 'gap')} |"
+              for k, v in named.items()]
+    cost = result["cost"]
+    lines += ["", f"Cost: one epoch of a refined generation takes {cost['ratio']:.2f}x the "
+              f"wall time of plain training (median over {cost['repeats']} alternating "
+              f"plain/refined pairs; {cost['plain_epoch_seconds']:.2f} s vs "
+              f"{cost['refined_epoch_seconds']:.2f} s); torch {result['torch']}."]
     (RESULTS / "refinery_grid.md").write_text("\n".join(lines) + "\n")
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from unhot.config import ConfigError, parse_config
+from unhot.data.digit_grid import choose_target, sample_layout
 from unhot.engine import Engine, StageRunner
 from unhot.methods.base import StepContext
 from unhot.methods.refinery import (
@@ -25,6 +27,14 @@ def test_refined_labels_soft_and_hard_by_hand():
     logits = torch.tensor([[0.0, 0.0, torch.log(torch.tensor(2.0))]])
     assert torch.allclose(refined_labels(logits), torch.tensor([[0.25, 0.25, 0.5]]))
     assert torch.equal(refined_labels(logits, soft=False), torch.tensor([[0.0, 0.0, 1.0]]))
+
+
+def test_single_label_grid_with_center_prob_one_labels_the_centre_digit():
+    rng = np.random.default_rng(0)
+    layout = sample_layout(np.arange(10), np.arange(10), 200, 3, 0.0, rng)
+    target = choose_target(layout, "single", 1.0, rng)
+    assert np.array_equal(target, layout.digit[:, 4])
+    assert not np.array_equal(choose_target(layout, "single", 0.0, rng), layout.digit[:, 4])
 
 
 def test_stages_chain_generations():
