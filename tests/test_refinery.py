@@ -20,7 +20,8 @@ from unhot.methods.refinery import (
     refinery_stages,
 )
 from unhot.models import ModelOutput, build_model
-from unhot.runs import RunFolder
+from unhot.runs import RunError, RunFolder
+from unhot.weights import load_weights
 
 
 def test_refined_labels_soft_and_hard_by_hand():
@@ -153,3 +154,21 @@ def test_train_prints_a_table_per_generation(tmp_path, tiny, capsys):
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert "| stage | top1 |" in out and "| gen1 |" in out and "| gen2 |" in out
+
+
+def test_student_init_starts_from_the_checkpoint_of_the_same_architecture(tmp_path, tiny):
+    first = tiny("softmax")
+    first["optim"]["epochs"] = 1
+    Engine(parse_config(first), tmp_path / "first").run()
+    weights = RunFolder(tmp_path / "first").weights_path("train")
+    saved, _ = load_weights(weights)
+    raw = tiny("refinery", generations=1, teacher_checkpoint=str(weights),
+               student_init=str(weights))
+    engine = Engine(parse_config(raw), tmp_path / "student")
+    runner = StageRunner(engine, engine.stages[0], 0, {"stages": {}})
+    start = runner.acc.unwrap_model(runner.model).state_dict()
+    assert all(torch.equal(v, start[k]) for k, v in saved.state_dict().items())
+    raw["model"] = {"backbone": "resnet18", "width": 4}
+    engine = Engine(parse_config(raw), tmp_path / "other")
+    with pytest.raises(RunError, match="small_cnn"):
+        StageRunner(engine, engine.stages[0], 0, {"stages": {}})
