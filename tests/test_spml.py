@@ -119,3 +119,43 @@ def test_em_apl_run_resumes_with_its_label_store(tmp_path, tiny, monkeypatch):
     assert resumed == pytest.approx(straight, abs=1e-6)
     again = np.load(RunFolder(tmp_path / "b").stage_dir("train") / "label_store.npz")
     np.testing.assert_array_equal(again["negative"], store["negative"])
+
+
+def test_role_loss_by_hand_and_its_stop_gradients():
+    from unhot.losses import role_loss
+
+    z = torch.tensor([[0.0, math.log(3.0)]], requires_grad=True)  # p = (.5, .75)
+    e = torch.tensor([[math.log(3.0), 0.0]], requires_grad=True)  # q = (.75, .5)
+    positive = torch.tensor([[True, False]])
+
+    def bce(p, t):
+        return -(t * math.log(p) + (1 - t) * math.log(1 - p))
+
+    observed = (math.log(2) + -math.log(0.75)) / 2  # entry (0, 0) for p and q; mean over 2
+    cross = (bce(0.5, 0.75) + bce(0.75, 0.5) + bce(0.75, 0.5) + bce(0.5, 0.75)) / 2
+    regulariser = ((1.25 - 1) ** 2 + (1.25 - 1) ** 2) / 4
+    loss = role_loss(z, e, positive, k=1.0)
+    assert loss.item() == pytest.approx(observed / 2 + cross / 2 + regulariser / 2, rel=1e-6)
+    loss.backward()
+    assert z.grad is not None and e.grad is not None
+
+
+def test_role_run_learns_estimates_and_resumes_them(tmp_path, tiny, monkeypatch):
+    raw = tiny("spml", loss="role", k=2.0)
+    raw["data"]["label_regime"] = "single_positive"
+    cfg = parse_config(raw)
+    straight = Engine(cfg, tmp_path / "a").run()
+    original = StageRunner.train_epoch
+    calls = {"n": 0}
+
+    def crash_in_third_epoch(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(StageRunner, "train_epoch", crash_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        Engine(cfg, tmp_path / "b").run()
+    monkeypatch.setattr(StageRunner, "train_epoch", original)
+    assert Engine(cfg, tmp_path / "b").run() == pytest.approx(straight, abs=1e-6)

@@ -226,7 +226,12 @@ class StageRunner:
                                      torch.contiguous_format)
         self.model = self.model.to(self.acc.device, memory_format=self.memory_format)
         self.teacher = self._load_teacher()
-        self.optimizer = build_optimizer(list(self.model.parameters()), self.cfg.optim)
+        task_params = self.task.trainable(self.data.train)
+        if task_params and self.acc.num_processes > 1:
+            raise RunError(f"stage '{stage.name}': a task with its own per-sample parameters "
+                           f"(ROLE) runs in one process only")
+        self.optimizer = build_optimizer(list(self.model.parameters()) + task_params,
+                                         self.cfg.optim)
         self.sampler = EpochShuffleSampler(len(self.data.train),
                                            derive_seed(self.cfg.seed, index, "shuffle"))
         loader = DataLoader(self.data.train, batch_size=self.cfg.optim.batch_size,

@@ -23,6 +23,8 @@ from unhot.losses.spml import (
     binary_entropy,
     entropy_maximisation,
     expected_positive_regulariser,
+    role_initial_estimates,
+    role_loss,
     soft_negative_bce,
     weighted_an,
 )
@@ -41,6 +43,8 @@ __all__ = [
     "masked_logsumexp",
     "pal_n_loss",
     "reduce_entries",
+    "role_initial_estimates",
+    "role_loss",
     "soft_negative_bce",
     "soft_target_cross_entropy",
     "softmax_cross_entropy",

@@ -13,6 +13,8 @@ Config example::
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -74,3 +76,32 @@ def soft_negative_bce(logits: Tensor, pseudo_negative: Tensor, soft_target: Tens
     loss = F.binary_cross_entropy_with_logits(logits, soft_target.to(logits.dtype),
                                               reduction="none")
     return reduce_entries(loss, pseudo_negative, reduction)
+
+
+def role_loss(logits: Tensor, estimate_logits: Tensor, positive: Tensor, k: float) -> Tensor:
+    """ROLE (Cole et al., CVPR 2021): the classifier and a learned per-sample label estimate
+    teach each other.
+
+    With p = sigmoid(z), q = sigmoid(estimate), sg = stop-gradient, per entry
+    ``(1[pos](-log p) + 1[pos](-log q)) / 2 + (BCE(p; sg q) + BCE(q; sg p)) / 2``, averaged over
+    the B*C entries, plus ``(R(p) + R(q)) / 2`` with the EPR regulariser
+    ``R(p) = mean_i (sum_c p_ic - k)^2 / C^2``.
+    """
+    num_classes = logits.shape[1]
+    positive_f = positive.to(logits.dtype)
+    p_detached = torch.sigmoid(logits).detach()
+    q_detached = torch.sigmoid(estimate_logits).detach()
+    observed = positive_f * (-F.logsigmoid(logits) - F.logsigmoid(estimate_logits))
+    cross = (F.binary_cross_entropy_with_logits(logits, q_detached, reduction="none")
+             + F.binary_cross_entropy_with_logits(estimate_logits, p_detached, reduction="none"))
+    regulariser = sum(((torch.sigmoid(x).sum(dim=1) - k) ** 2).mean()
+                      for x in (logits, estimate_logits)) / num_classes ** 2
+    return (observed + cross).mean() / 2 + regulariser / 2
+
+
+def role_initial_estimates(positive: Tensor, generator: torch.Generator) -> Tensor:
+    """ROLE's initial estimate logits: observed positives at logit(0.995), every other entry
+    uniform in [-logit(0.6), logit(0.6)] (Cole et al.'s code)."""
+    spread = math.log(0.6 / 0.4)
+    start = (2 * torch.rand(positive.shape, generator=generator) - 1) * spread
+    return torch.where(positive, torch.full_like(start, math.log(0.995 / 0.005)), start)

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from unhot.config import ModelConfig
 
 if TYPE_CHECKING:
+    from unhot.data.base import Split
     from unhot.engine import StageRunner
     from unhot.models import ModelOutput
 
@@ -83,6 +84,11 @@ class TrainingTask:
         """Initial bias of the classification head: ``-log(C)`` for sigmoid outputs so that the
         initial p ~ 1/C (MILe code's ``adjust_bias``); default init for softmax."""
         return -math.log(num_classes) if self.output == "sigmoid" else None
+
+    def trainable(self, train: Split) -> list[nn.Parameter]:
+        """Parameters the task itself learns from the training split (e.g. ROLE's per-sample
+        label estimates), optimised with the model's. Default: none."""
+        return []
 
     def on_epoch_end(self, runner: StageRunner) -> None:
         """Hook after each training epoch (e.g. refresh a label store). Default: nothing."""

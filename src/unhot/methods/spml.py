@@ -3,8 +3,9 @@ and EM + asymmetric pseudo-labelling (Zhou et al., ECCV 2022), on one stage.
 
 ``loss``: ``bce_full`` (oracle, full labels), ``an`` (assume negative), ``an_ls`` (AN with label
 smoothing), ``wan`` (weighted AN), ``epr`` (expected positive regulariser), ``em`` (entropy
-maximisation) or ``em_apl`` (EM + ``beta`` x BCE on APL's soft pseudo-negatives, refreshed from a
-label store at the end of every epoch after ``warmup``). Cole et al.'s ROLE is not implemented.
+maximisation), ``role`` (Cole et al.'s regularised online label estimation: a learned label
+estimate per training entry, one process only) or ``em_apl`` (EM + ``beta`` x BCE on APL's soft
+pseudo-negatives, refreshed from a label store at the end of every epoch after ``warmup``).
 
 Example (Zhou et al.'s VOC settings: alpha 0.2, theta 0.9, warmup 5, beta 0.02)::
 
@@ -17,25 +18,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from unhot.config import ConfigError, RunConfig
 from unhot.label_store import PseudoLabelStore, apl_update
+from unhot.labels import COLE_SEED
 from unhot.losses import (
     REDUCTIONS,
     an_label_smoothing,
     entropy_maximisation,
     expected_positive_regulariser,
     masked_bce,
+    role_initial_estimates,
+    role_loss,
     soft_negative_bce,
     weighted_an,
 )
 from unhot.methods.base import Stage, StepContext, TrainingTask
 
 if TYPE_CHECKING:
+    from unhot.data.base import Split
     from unhot.engine import StageRunner
 
-LOSSES = ("bce_full", "an", "an_ls", "wan", "epr", "em", "em_apl")
+LOSSES = ("bce_full", "an", "an_ls", "wan", "epr", "role", "em", "em_apl")
 
 
 @dataclass
@@ -68,6 +74,16 @@ class SpmlTask(TrainingTask):
     def __init__(self, cfg: SpmlConfig) -> None:
         self.cfg = cfg
         self.store: PseudoLabelStore | None = None
+        self.estimates: nn.Parameter | None = None
+
+    def trainable(self, train: Split) -> list[nn.Parameter]:
+        """ROLE's label estimates: one logit per (training sample, class)."""
+        if self.cfg.loss != "role":
+            return []
+        generator = torch.Generator().manual_seed(COLE_SEED)
+        positive = torch.from_numpy(train.labels.positive)
+        self.estimates = nn.Parameter(role_initial_estimates(positive, generator))
+        return [self.estimates]
 
     def losses(self, ctx: StepContext) -> dict[str, Tensor]:
         cfg, logits, batch = self.cfg, ctx.student_output().logits, ctx.batch
@@ -84,6 +100,10 @@ class SpmlTask(TrainingTask):
         if cfg.loss == "epr":
             return {"epr": expected_positive_regulariser(logits, positive, cfg.k,
                                                          cfg.reduction)}
+        if cfg.loss == "role" and self.estimates is not None:
+            rows = batch["index"].to(self.estimates.device)
+            estimates = self.estimates[rows].to(logits.device)
+            return {"role": role_loss(logits, estimates, positive, cfg.k)}
         if cfg.loss == "em" or self.store is None:
             return {"em": entropy_maximisation(logits, positive, unknown, cfg.alpha,
                                                cfg.reduction)}
@@ -109,9 +129,17 @@ class SpmlTask(TrainingTask):
                             "label_store.npz")
 
     def state_dict(self) -> dict[str, Any]:
-        return {} if self.store is None else {"store": self.store.state_dict()}
+        state: dict[str, Any] = {}
+        if self.store is not None:
+            state["store"] = self.store.state_dict()
+        if self.estimates is not None:
+            state["estimates"] = self.estimates.detach().cpu().clone()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "estimates" in state and self.estimates is not None:
+            with torch.no_grad():  # in place: the optimizer holds this very parameter
+                self.estimates.copy_(state["estimates"])
         if "store" in state:
             self.store = PseudoLabelStore.empty(0, 0)
             self.store.load_state_dict(state["store"])
