@@ -157,3 +157,17 @@ def test_every_stage_writes_a_reliability_diagram(tmp_path, tiny):
     png = tmp_path / "stages" / "train" / "reliability.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(png.parent.glob(".*.tmp"))
+
+
+def test_metrics_command_prints_null_for_undefined_metrics(tmp_path, capsys):
+    np.save(tmp_path / "s.npy", np.random.default_rng(0).random((4, 3)))
+    np.save(tmp_path / "l.npy", np.zeros((4, 3), dtype=np.int64))  # every true set empty
+    assert main(["metrics", "--scores", str(tmp_path / "s.npy"), "--labels",
+                 str(tmp_path / "l.npy")]) == 0
+
+    def reject(constant):
+        raise AssertionError(f"invalid JSON constant {constant}")
+
+    printed = json.loads(capsys.readouterr().out, parse_constant=reject)
+    assert printed["real_acc"] is None and printed["real_f1@0.5"] is None
+    assert isinstance(printed["ECE"], float)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import yaml
-from readers_fixtures import csv_dataset
+from readers_fixtures import csv_dataset, write_image, write_text
 
 from unhot.cli import main
 from unhot.data import build_data
@@ -50,6 +51,7 @@ def test_relabel_round_trip_through_the_csv_reader(tmp_path, capsys, monkeypatch
     assert main(["relabel", "--run", str(run), "--out", str(tmp_path / "r.json")]) == 0
     records = json.loads((tmp_path / "r.json").read_text())
     assert [r["id"] for r in records] == ["img/a.png", "img/b.png", "img/c.png"]
+    assert (tmp_path / "r.csv").read_text().startswith("path,labels\n")  # always readable back
 
 
 def _data_block(data: dict, train_file: str):
@@ -66,3 +68,84 @@ def test_relabel_errors(tmp_path, capsys, args, fragment):
     full = ["relabel", "--run", str(tmp_path), *args]
     assert main(full) == 2
     assert fragment in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def pipe_run(tmp_path_factory):
+    """A run trained on a label CSV whose class names hold spaces, joined by "|"."""
+    root = tmp_path_factory.mktemp("pipe")
+    for name in "abcde":
+        write_image(root / "img" / f"{name}.png")
+    write_text(root / "train.csv", "path,labels\nimg/a.png,red car|hot dog\n"
+                                   "img/b.png,hot dog\nimg/c.png,cat\n")
+    write_text(root / "test.csv", "path,labels\nimg/d.png,cat|red car\nimg/e.png,hot dog\n")
+    raw = {"name": "pipe", "seed": 0, "method": {"name": "bce"},
+           "data": {"name": "csv", "root": str(root), "image_size": 8, "separator": "|"},
+           "model": {"backbone": "small_cnn", "width": 4},
+           "optim": {"epochs": 1, "batch_size": 2},
+           "train": {"eval_every": 0, "progress": False, "threads": 1}}
+    config = root / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["train", "--config", str(config), "--out", str(root / "run")]) == 0
+    return root, raw
+
+
+def test_refined_csv_uses_the_datasets_separator_and_is_written_for_json(pipe_run, capsys):
+    root, raw = pipe_run
+    capsys.readouterr()
+    assert main(["relabel", "--run", str(root / "run"), "--out", str(root / "refined.json"),
+                 "--threshold", "0"]) == 0  # p > 0: every class in every predicted set
+    assert '"separator": "|"' in capsys.readouterr().out
+    assert (root / "refined.json").exists() and (root / "refined.summary.csv").exists()
+    refined = build_data(_data_block(raw["data"], "refined.csv"))
+    assert refined.class_names == ["cat", "hot dog", "red car"]
+    assert refined.train.labels.positive.all()
+
+
+def test_relabel_a_mixed_precision_run_on_cpu_and_set_overrides(pipe_run, tmp_path, capsys):
+    run = tmp_path / "fp16"
+    shutil.copytree(pipe_run[0] / "run", run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["train"]["mixed_precision"] = "fp16"  # as if trained on a GPU
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["relabel", "--run", str(run), "--out", str(tmp_path / "a.csv")]) == 0
+    assert main(["relabel", "--run", str(run), "--out", str(tmp_path / "b.csv"), "--set",
+                 "train.device=cpu", "--set", "train.eval_batch_size=1"]) == 0
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+    assert main(["features", "--run", str(run), "--out", str(tmp_path / "features")]) == 0
+    capsys.readouterr()
+    assert main(["relabel", "--run", str(run), "--out", str(tmp_path / "c.csv"), "--set",
+                 "train.nope=1"]) == 2
+    assert "train.nope" in capsys.readouterr().err
+
+
+class NotMainProcess:
+    """An accelerator as seen by a process other than the main one of a launch."""
+
+    is_main_process = False
+
+    def __init__(self, accelerator):
+        self.accelerator = accelerator
+
+    def __getattr__(self, name):
+        return getattr(self.accelerator, name)
+
+
+def test_only_the_main_process_writes_and_shows_progress(pipe_run, tmp_path, capsys,
+                                                         monkeypatch):
+    from unhot import relabel
+
+    real = relabel.make_accelerator
+    monkeypatch.setattr(relabel, "make_accelerator", lambda cfg: NotMainProcess(real(cfg)))
+    bars = []
+
+    def record_bar(iterable, **kwargs):
+        bars.append(kwargs["disable"])
+        return iterable
+
+    monkeypatch.setattr(relabel, "tqdm", record_bar)
+    capsys.readouterr()
+    assert main(["relabel", "--run", str(pipe_run[0] / "run"), "--out",
+                 str(tmp_path / "x.json")]) == 0
+    assert not list(tmp_path.iterdir()) and capsys.readouterr().out == ""
+    assert bars == [True]

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -39,6 +41,20 @@ def load_array(path: str, name: str) -> np.ndarray:
         raise MetricsInputError(f"--{name}: {file} is not a readable .npy array ({err})") from err
 
 
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every non-finite float (an undefined metric) replaced by ``None``."""
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def dumps_metrics(metrics: dict[str, Any]) -> str:
+    """Metrics as valid JSON: undefined (NaN or infinite) values become ``null``."""
+    return json.dumps(finite_or_none(metrics), indent=2, allow_nan=False)
+
+
 def metrics_command(args: argparse.Namespace) -> int:
     """Score saved predictions with unhot's metric conventions; print one JSON object."""
     scores = load_array(args.scores, "scores")
@@ -53,7 +69,7 @@ def metrics_command(args: argparse.Namespace) -> int:
         name = next((k for k in names if str(err).startswith(k)), None)
         where = f"--{name} {getattr(args, name)}: " if name else ""
         raise MetricsInputError(f"{where}{err}") from err
-    print(json.dumps(result, indent=2))
+    print(dumps_metrics(result))
     return 0
 
 
@@ -68,7 +84,7 @@ def train_command(args: argparse.Namespace) -> int:
         stages = engine.folder.read_manifest()["stages"]
         print(format_table({name: stages[name]["test_metrics"] for name in stages}, TABLE_KEYS,
                            first="stage"))
-    print(json.dumps(metrics, indent=2))
+    print(dumps_metrics(metrics))
     print(f"run folder: {args.out}")
     return 0
 
@@ -78,7 +94,7 @@ def eval_command(args: argparse.Namespace) -> int:
     from unhot.evaluate import evaluate_run
 
     metrics = evaluate_run(Path(args.run), args.data, args.set, args.stage)
-    print(json.dumps(metrics, indent=2))
+    print(dumps_metrics(metrics))
     return 0
 
 
@@ -86,11 +102,18 @@ def relabel_command(args: argparse.Namespace) -> int:
     """Write refined labels (see :mod:`unhot.relabel`) and print the per-class summary."""
     from unhot.relabel import relabel_run, summary_text
 
-    out = Path(args.out)
-    result = relabel_run(Path(args.run), out, args.data, args.split, args.threshold,
-                         args.doubt_threshold)
+    result = relabel_run(Path(args.run), Path(args.out), args.data, args.split, args.threshold,
+                         args.doubt_threshold, overrides=args.set)
+    if not result.files:  # not the main process of a multi-process launch
+        return 0
+    refined = result.files["refined"]
+    block = {"name": "csv", "root": "ROOT", "train": refined.name}
+    if result.separator != " ":
+        block["separator"] = result.separator
     print(summary_text(result))
-    print(f"refined labels: {out}")
+    print(f"refined labels: {refined} (data: {json.dumps(block)}, ROOT = the folder the "
+          f"image paths are relative to)")
+    print(f"details: {result.files['details']}\nsummary: {result.files['summary']}")
     return 0
 
 
@@ -198,7 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="predicted set = top-1 plus every class with p above this")
     rel.add_argument("--doubt-threshold", type=float, default=0.1,
                      help="a given label with p below this is doubted")
-    rel.add_argument("--out", required=True, help="labels.csv or labels.json")
+    rel.add_argument("--out", required=True, help="OUT.csv or OUT.json; always writes OUT.csv "
+                     "(path,labels: the refined sets, readable by the csv data reader), "
+                     "OUT.summary.csv (per class: added, doubted) and the per-image details as "
+                     "OUT.details.csv (for .csv) or OUT.json (for .json)")
+    rel.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a key of the run's config, e.g. --set "
+                     "train.mixed_precision=no or --set train.eval_batch_size=64")
     rel.set_defaults(func=relabel_command)
 
     feat = sub.add_parser("features", help="a run's pooled features in Cole et al.'s layout")

@@ -95,24 +95,42 @@ def class_ap_bars(ap: np.ndarray, class_names: list[str], path: Path, title: str
     _save(fig, path)
 
 
-def set_size_histogram(sizes: dict[str, np.ndarray], true_sizes: np.ndarray, path: Path,
+def set_size_histogram(sizes: dict[str, tuple[np.ndarray, np.ndarray]], path: Path,
                        threshold: float) -> None:
-    """How many labels each test image gets (predicted at ``threshold``) vs how many it has."""
-    top = int(max(true_sizes.max(), *(s.max() for s in sizes.values())))
+    """How many labels each test image gets (predicted at ``threshold``) vs how many it has:
+    ``sizes`` maps a run to (predicted set sizes, true set sizes) on its own test split. One
+    black outline for the true sizes when every run has the same, else one outline per run."""
+    top = int(max(max(p.max(), t.max()) for p, t in sizes.values()))
     bins = np.arange(0.5, top + 1.5)
+    trues = [t for _, t in sizes.values()]
+    shared = all(np.array_equal(trues[0], t) for t in trues)
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    ax.hist(true_sizes, bins=bins, histtype="step", color="black", linewidth=2,
-            label="true label sets")
-    for name, size in sizes.items():
-        ax.hist(size, bins=bins, alpha=0.5, label=f"{name} (mean {size.mean():.2f})")
+    if shared:
+        ax.hist(trues[0], bins=bins, histtype="step", color="black", linewidth=2,
+                label="true label sets")
+    for name, (predicted, true) in sizes.items():
+        patches = ax.hist(predicted, bins=bins, alpha=0.5,
+                          label=f"{name} (mean {predicted.mean():.2f})")[2]
+        if not shared:
+            ax.hist(true, bins=bins, histtype="step", linewidth=2, label=f"{name}: true sets",
+                    color=patches[0].get_facecolor()[:3])
     ax.set(xlabel=f"labels per image (predicted: top-1 + p > {threshold})", ylabel="test images",
            title="label coverage")
     ax.legend(fontsize=8)
     _save(fig, path)
 
 
+def shows_as_image(shape: tuple[int, ...]) -> bool:
+    """Whether a sample of shape [ch, H, W] is a picture (1 or 3 channels, more than one pixel)
+    rather than, e.g., a feature vector served as [D, 1, 1]."""
+    return len(shape) == 3 and shape[0] in (1, 3) and shape[1] * shape[2] > 1
+
+
 def example_grid(images: np.ndarray, captions: list[str], path: Path, title: str) -> None:
-    """Test images (uint8 [N, ch, H, W]) with their given / true / predicted labels below."""
+    """Test images (uint8 [N, ch, H, W]) with their given / true / predicted labels below;
+    anything :func:`shows_as_image` rejects is a ValueError."""
+    if not shows_as_image(images.shape[1:]):
+        raise ValueError(f"example_grid needs images [N, 1 or 3, H, W], got {images.shape}")
     n = len(images)
     cols = min(4, n)
     rows = (n + cols - 1) // cols

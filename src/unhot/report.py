@@ -1,9 +1,11 @@
 """``unhot report``: an offline HTML page and a Markdown file from run folders alone.
 
-For each run: its final test metrics, training curves per stage, a reliability diagram, AP per
-class and a grid of test images with their given, true and predicted labels; across runs: ReaL-F1
-against the threshold and the distribution of predicted-set sizes. PNGs are written next to
-``index.html`` and ``README.md``; the page loads nothing from the network.
+For each run: the test metrics of every stage (one table row per stage), training curves per
+stage, the last stage's reliability diagram, AP per class and a grid of test images with their
+given, true and predicted labels (skipped for runs on feature vectors); across runs: ReaL-F1
+against the threshold and the distribution of predicted-set sizes against each run's true sets.
+PNGs are written next to ``index.html`` and ``README.md``; the page loads nothing from the
+network.
 """
 
 from __future__ import annotations
@@ -38,14 +40,15 @@ class RunSummary:
     name: str
     folder: Path
     stage: str
-    metrics: dict[str, float]
+    stage_metrics: dict[str, dict[str, float]]
     rows: list[dict[str, Any]]
     predictions: dict[str, np.ndarray]
     class_names: list[str]
 
 
 def read_run(folder: Path, name: str) -> RunSummary:
-    """Read a finished run's final metrics, log, last stage's test predictions and classes."""
+    """Read a finished run's test metrics per stage, log, last stage's test predictions and
+    classes."""
     runs = RunFolder(folder)
     if not runs.final_metrics_path.exists():
         raise RunError(f"{folder}: not a finished unhot run (no final_metrics.json)")
@@ -55,7 +58,9 @@ def read_run(folder: Path, name: str) -> RunSummary:
     with np.load(runs.predictions_path(stage)) as saved:
         predictions = {k: saved[k] for k in saved.files}
     arch = read_architecture(runs.weights_path(stage))
-    return RunSummary(name, folder, stage, read_json(runs.final_metrics_path), rows, predictions,
+    stage_metrics = {**{s: info.get("test_metrics", {}) for s, info in manifest["stages"].items()},
+                     stage: read_json(runs.final_metrics_path)}
+    return RunSummary(name, folder, stage, stage_metrics, rows, predictions,
                       list(arch.class_names))
 
 
@@ -87,6 +92,9 @@ def run_figures(run: RunSummary, out: Path) -> tuple[dict[str, str], str]:
         return files, f"test images not shown: {err}"
     indices = np.arange(min(EXAMPLES, len(data.test)))
     images = data.test.images.load(indices).numpy()
+    if not plots.shows_as_image(images.shape[1:]):
+        return files, (f"no images: run trained on feature vectors "
+                       f"(samples of shape {list(images.shape[1:])})")
     files["examples"] = f"{run.name}_examples.png"
     plots.example_grid(images, example_captions(run, indices), out / files["examples"],
                        f"{run.name}: test examples")
@@ -99,11 +107,13 @@ def format_metric(key: str, value: float) -> str:
 
 
 def metrics_table(runs: list[RunSummary]) -> list[list[str]]:
-    """Header + one row per run: fractions in percent, label coverage as a count."""
+    """Header + one row per stage of each run: fractions in percent, label coverage as a
+    count."""
     rows = [["run", "stage", *TABLE_KEYS]]
     for run in runs:
-        cells = [format_metric(k, run.metrics.get(k, float("nan"))) for k in TABLE_KEYS]
-        rows.append([run.name, run.stage, *cells])
+        for stage, metrics in run.stage_metrics.items():
+            cells = [format_metric(k, metrics.get(k, float("nan"))) for k in TABLE_KEYS]
+            rows.append([run.name, stage, *cells])
     return rows
 
 
@@ -118,8 +128,8 @@ def write_report(folders: list[Path], out: Path) -> Path:
                                                 t) for t in THRESHOLDS])) for r in runs},
         out / "f1_threshold.png")
     plots.set_size_histogram(
-        {r.name: real_set(r.predictions["scores"], 0.5).sum(1) for r in runs},
-        runs[0].predictions["true"].sum(1), out / "coverage.png", 0.5)
+        {r.name: (real_set(r.predictions["scores"], 0.5).sum(1), r.predictions["true"].sum(1))
+         for r in runs}, out / "coverage.png", 0.5)
     sections = [(run, *run_figures(run, out)) for run in runs]
     table = metrics_table(runs)
     atomic_write(out / "README.md", lambda f: f.write(markdown(table, sections)))
