@@ -85,6 +85,20 @@ def test_dynamic_labels_come_from_the_crop_static_from_the_whole_image():
         assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_static_labels_do_not_depend_on_the_batch():
+    # A refinery with BatchNorm in train mode (the default teacher_bn) labels an image
+    # differently in different batches; static labels must not.
+    torch.manual_seed(0)
+    teacher = build_model("small_cnn", 1, 4, width=4).train()
+    task = RefineryTask(soft=True, dynamic=False, adversarial_eta=0.0)
+    images = torch.randn(6, 1, 8, 8)
+    alone = task.static_labels(teacher, images[:3])
+    together = task.static_labels(teacher, images)[:3]
+    torch.testing.assert_close(alone, together)
+    assert teacher.training  # restored
+    assert not torch.allclose(task.labels(teacher, images[:3]), task.labels(teacher, images)[:3])
+
+
 def test_adversarial_step_increases_the_divergence():
     torch.manual_seed(0)
     model = LinearModel()

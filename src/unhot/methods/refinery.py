@@ -7,7 +7,8 @@ network trained for the full schedule on the labels of the frozen generation-g n
 a killed run never retrains a finished generation.
 
 Knobs (ablations of the paper): ``soft`` (q, or the one-hot argmax of q), ``dynamic`` (labels
-per crop, or "static" labels from the whole un-augmented image), ``teacher_bn`` ("train": batch
+per crop, or "static" labels from the whole un-augmented image, with the refinery's BN in eval
+mode so they do not change between epochs), ``teacher_bn`` ("train": batch
 statistics, as the authors' code; "eval"), ``teacher_checkpoint`` (a refinery of any
 architecture from any run: then generation 1 is refined too), ``student_init`` (fresh or a
 checkpoint path) and adversarial jittering: ``x' = x + eta * dKL(q || p)/dx`` (paper §3.4, one
@@ -95,11 +96,23 @@ class RefineryTask(TrainingTask):
         with torch.no_grad():
             return refined_labels(teacher(images).logits, self.soft)
 
+    def static_labels(self, teacher: nn.Module, images: Tensor) -> Tensor:
+        """Labels of whole, un-augmented images with the teacher's BN in eval mode, so each
+        image gets the same label at every epoch whatever batch it is in (paper's "static")."""
+        was_training = teacher.training
+        teacher.eval()
+        try:
+            return self.labels(teacher, images)
+        finally:
+            teacher.train(was_training)
+
     def losses(self, ctx: StepContext) -> dict[str, Tensor]:
         if ctx.teacher is None:
             raise RuntimeError("a refinery stage needs a teacher")
-        source = ctx.images if self.dynamic or ctx.raw_images is None else ctx.raw_images
-        target = self.labels(ctx.teacher, source)
+        if self.dynamic or ctx.raw_images is None:
+            target = self.labels(ctx.teacher, ctx.images)
+        else:
+            target = self.static_labels(ctx.teacher, ctx.raw_images)
         if self.adversarial_eta == 0:
             return {"refined_ce": soft_target_cross_entropy(ctx.student_output().logits, target)}
         jittered = adversarial_jitter(ctx.model, ctx.images, target, self.adversarial_eta)
