@@ -17,7 +17,7 @@ from PIL import Image
 from readers_fixtures import coco_dataset, coco_document, voc_dataset, write_image, write_text
 
 from unhot.cli import main
-from unhot.runs import RunFolder
+from unhot.runs import RunFolder, load_checkpoint, save_checkpoint
 
 
 def snapshot(folder: Path) -> dict[str, bytes] | None:
@@ -211,6 +211,8 @@ def test_metrics_malformed_npy(tmp_path, capsys, content, fragments):
     (["data.name=imagenet"], ["unknown data 'imagenet'"]),
     (["optim.epochs=many"], ["optim.epochs", "'many'"]),
     (["data.source=idx:/no/such/dir"], ["/no/such/dir"]),
+    (["train.device=gpu"], ["unknown train.device 'gpu'", "valid: auto, cpu, cuda"]),
+    (["train.mixed_precision=fp8"], ["unknown train.mixed_precision 'fp8'", "no, fp16, bf16"]),
 ])
 def test_config_errors(tmp_path, capsys, sets, fragments):
     config = write_config(tmp_path / "c.yaml", tiny_raw())
@@ -256,6 +258,19 @@ def test_resume_from_a_checkpoint_of_another_architecture(tmp_path, capsys):
     argv = train_argv(tmp_path / "narrow.yaml", narrow, "optim.epochs=1", "data.n_train=64")
     assert_user_error(argv, capsys, str(folder.checkpoint_path("train")), "does not fit",
                       "width 8", "size mismatch", out=narrow)
+
+
+def test_resume_with_another_number_of_processes(tmp_path, capsys):
+    out = quick_run(tmp_path, "run")
+    folder = RunFolder(out)
+    path = folder.checkpoint_path("train")
+    # As if trained by 2 processes (half the steps per epoch) and killed before the end.
+    save_checkpoint(path, {**load_checkpoint(path), "num_processes": 2, "steps_per_epoch": 1})
+    folder.write_manifest({"stages": {}, "complete": False})
+    argv = train_argv(tmp_path / "run.yaml", out, "optim.epochs=1", "data.n_train=64")
+    assert_user_error(argv, capsys, str(path), "trained with 2 processes (1 steps per epoch)",
+                      "resume it with the same number of processes and optim.batch_size",
+                      "now 1 process, 2 steps per epoch", out=out)
 
 
 def test_out_folder_of_a_different_run(tmp_path, capsys):

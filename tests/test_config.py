@@ -26,6 +26,10 @@ def test_parse_and_round_trip():
         ({**base(), "optim": {"epochs": "ten"}}, "optim.epochs: expected an integer"),
         ({**base(), "augment": {"crop_scale": [0.1]}}, "augment.crop_scale"),
         ({"data": {"name": "digit_grid"}}, "'method' needs a 'name'"),
+        ({**base(), "train": {"device": "gpu"}},
+         r"unknown train.device 'gpu'; valid: auto, cpu, cuda$"),
+        ({**base(), "train": {"mixed_precision": "fp8"}},
+         r"unknown train.mixed_precision 'fp8'; valid: no, fp16, bf16$"),
     ],
 )
 def test_bad_configs_name_the_key(raw, message):
@@ -54,3 +58,11 @@ def test_missing_and_invalid_yaml_files(tmp_path):
     unsafe.write_text("name: !!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(ConfigError):
         load_config(unsafe)
+
+
+@pytest.mark.parametrize(("key", "values"), [("device", ["auto", "cpu", "cuda"]),
+                                             ("mixed_precision", ["no", "fp16", "bf16"])])
+def test_device_and_precision_choices_parse(key, values):
+    for value in values:
+        cfg = parse_config({**base(), "train": {key: value}})
+        assert getattr(cfg.train, key) == value

@@ -7,10 +7,17 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from unhot.config import OptimConfig, parse_config
-from unhot.engine import EpochShuffleSampler, StageRunner, derive_seed, learning_rate
-from unhot.runs import RunFolder
+from unhot.engine import (
+    EpochShuffleSampler,
+    StageRunner,
+    derive_seed,
+    learning_rate,
+    make_accelerator,
+)
+from unhot.runs import RunError, RunFolder, load_checkpoint, save_checkpoint
 
 
 def test_cosine_schedule_with_warmup_by_hand():
@@ -80,3 +87,35 @@ def test_predict_counts_every_sample_once(tiny):
     assert scores.shape == (len(data.test), data.num_classes)
     again = predict(Accelerator(cpu=True), model, data.test, lambda z: z.sigmoid(), 64)
     np.testing.assert_allclose(scores, again, atol=1e-6)
+
+
+def test_device_cuda_without_cuda_is_an_error_not_a_cpu_fallback(tiny, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    raw = tiny()
+    raw["train"]["device"] = "cuda"
+    with pytest.raises(RunError, match=r"train\.device is 'cuda' but no CUDA device"):
+        make_accelerator(parse_config(raw))
+    raw["train"]["device"] = "auto"
+    assert make_accelerator(parse_config(raw)).device.type == "cpu"
+
+
+def test_checkpoint_records_processes_and_old_checkpoints_still_resume(tmp_path, tiny):
+    from unhot.engine import Engine
+
+    raw = tiny()
+    raw["optim"]["epochs"] = 1
+    raw["data"]["n_train"] = 64
+    cfg = parse_config(raw)
+    out = tmp_path / "run"
+    expected = Engine(cfg, out).run()
+    folder = RunFolder(out)
+    path = folder.checkpoint_path("train")
+    state = load_checkpoint(path)
+    assert state["num_processes"] == 1 and state["steps_per_epoch"] == 2
+    # A checkpoint written before these keys existed, in a run killed before its end.
+    save_checkpoint(path, {k: v for k, v in state.items()
+                           if k not in ("num_processes", "steps_per_epoch")})
+    folder.write_manifest({"stages": {}, "complete": False})
+    resumed = Engine(cfg, out).run()
+    for key, value in expected.items():
+        assert resumed[key] == pytest.approx(value, abs=1e-6), key

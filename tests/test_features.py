@@ -3,11 +3,15 @@ reader reads it back, and a linear SPML probe trains on it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
+import yaml
 
 from unhot.cli import main
-from unhot.config import parse_config
+from unhot.config import ConfigError, parse_config
 from unhot.data import build_data
 from unhot.data.base import DataError
 from unhot.engine import Engine
@@ -45,3 +49,94 @@ def test_missing_feature_file_names_it(tmp_path):
                                                      "root": str(tmp_path)}})
     with pytest.raises(DataError, match=r"formatted_train_labels\.npy: file not found"):
         build_data(cfg.data)
+
+
+def cole_layout(root: Path, n: int = 6, classes: int = 3, dim: int = 4,
+                **replace: np.ndarray) -> Path:
+    """A valid Cole et al. layout in ``root`` (both splits, float32 like `unhot features`);
+    ``replace`` maps a file stem (e.g. ``formatted_train_labels``) to the array to write."""
+    true = np.zeros((n, classes), dtype=np.float32)
+    true[np.arange(n), np.arange(n) % classes] = 1
+    observed = true.copy()
+    observed[:, -1] = np.where(true[:, -1] == 1, 1, -1)  # last class observed negative
+    root.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val"):
+        files = {f"formatted_{split}_labels": true, f"formatted_{split}_labels_obs": observed,
+                 f"formatted_{split}_images": np.asarray([f"{split}{i}.jpg" for i in range(n)]),
+                 f"{split}_features_x": np.ones((n, dim), dtype=np.float32)}
+        for stem, array in {**files, **replace}.items():
+            if stem in files:
+                np.save(root / f"{stem}.npy", array)
+    return root
+
+
+def cole_data(root: Path, **knobs: Any) -> Any:
+    return build_data(parse_config({"method": "sigmoid", "data": {
+        "name": "cole_features", "root": str(root), "features": "x", **knobs}}).data)
+
+
+def test_cole_layout_reads_ternary_observed_labels(tmp_path):
+    data = cole_data(cole_layout(tmp_path), val_fraction=0.0)
+    assert data.val is None and data.num_classes == 3
+    labels = data.train.labels
+    assert labels.negative[:, 2].sum() == 4 and labels.positive.sum() == 6
+    assert data.test.ids[0] == "val0.jpg"
+
+
+LABELS, OBSERVED = "formatted_train_labels", "formatted_train_labels_obs"
+BAD_COLE = [
+    ("label 2", {LABELS: np.array([[1, 0, 0], [0, 1, 2]] * 3, dtype=np.float32)},
+     [f"{LABELS}.npy", "must be 0 or 1", "index (1, 2) holds 2.0"]),
+    ("label -1", {LABELS: -np.eye(6, 3, dtype=np.int64)},
+     [f"{LABELS}.npy", "must be 0 or 1", "index (0, 0) holds -1"]),
+    ("observed 2", {OBSERVED: np.array([[1, 0, -1], [0, 2, 0]] * 3, dtype=np.int8)},
+     [f"{OBSERVED}.npy", "1 (positive), 0 (unknown) or -1 (negative)", "index (1, 1) holds 2"]),
+    ("observed 0.5", {OBSERVED: np.full((6, 3), 0.5)}, [f"{OBSERVED}.npy", "index (0, 0)",
+                                                         "0.5"]),
+    ("observed text", {OBSERVED: np.full((6, 3), "1")}, [f"{OBSERVED}.npy", "expected numbers"]),
+    ("1-D labels", {LABELS: np.ones(6)}, [f"{LABELS}.npy", "shape (6,)", "expected 6 x any"]),
+    ("too few label rows", {LABELS: np.ones((5, 3))},
+     [f"{LABELS}.npy", "shape (5, 3)", "expected 6 x any", "train_features_x.npy"]),
+    ("observed shape", {OBSERVED: np.ones((6, 2))}, [f"{OBSERVED}.npy", "shape (6, 2)",
+                                                     "expected 6 x 3"]),
+    ("1-D observed", {OBSERVED: np.ones(18)}, [f"{OBSERVED}.npy", "expected 6 x 3"]),
+    ("image names", {"formatted_train_images": np.asarray(["a", "b"])},
+     ["formatted_train_images.npy", "shape (2,)", "expected 6"]),
+    ("1-D features", {"train_features_x": np.ones(6)}, ["train_features_x.npy", "shape (6,)"]),
+    ("val classes", {"formatted_val_labels": np.eye(6, 4), "formatted_val_labels_obs":
+                     np.eye(6, 4)}, ["val split has 4 features and 4 classes", "train split 4 "
+                                     "and 3"]),
+]
+
+
+@pytest.mark.parametrize(("replace", "fragments"), [c[1:] for c in BAD_COLE],
+                         ids=[c[0] for c in BAD_COLE])
+def test_cole_layout_with_bad_labels_or_shapes(tmp_path, replace, fragments):
+    root = cole_layout(tmp_path, **replace)
+    with pytest.raises(DataError) as err:
+        cole_data(root)
+    message = str(err.value)
+    assert len(message.splitlines()) == 1
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+@pytest.mark.parametrize("fraction", [1.0, -0.1, 1.5, float("nan")])
+def test_cole_val_fraction_outside_0_1(tmp_path, fraction):
+    with pytest.raises(ConfigError, match=r"data\(cole_features\): val_fraction must be in "
+                                          r"\[0, 1\)"):
+        cole_data(cole_layout(tmp_path), val_fraction=fraction)
+
+
+def test_cole_bad_label_is_a_one_line_cli_error(tmp_path, capsys):
+    root = cole_layout(tmp_path / "data", **{LABELS: np.full((6, 3), 2, dtype=np.int64)})
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"method": "sigmoid", "model": {"backbone": "linear"},
+                                      "data": {"name": "cole_features", "root": str(root),
+                                               "features": "x"}}))
+    capsys.readouterr()
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("unhot: error: ") and len(err.splitlines()) == 1
+    assert f"{LABELS}.npy" in err and "index (0, 0) holds 2" in err
+    assert not (tmp_path / "out").exists()

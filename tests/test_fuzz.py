@@ -15,6 +15,7 @@ from hypothesis.extra.numpy import arrays
 
 from unhot.data.base import DataError
 from unhot.data.coco import parse_coco
+from unhot.data.cole_features import ColeFeaturesConfig, build_cole_features
 from unhot.data.csv_reader import (
     COLUMNS,
     label_matrix,
@@ -302,3 +303,45 @@ def test_label_csv_round_trip(scratch, ternary, data):
     assert np.array_equal(back.to_ternary(), ternary)
     assert np.array_equal(back.difficult if back.difficult is not None
                           else np.zeros_like(difficult), difficult)
+
+
+# -- Cole et al.'s feature layout --------------------------------------------------------------
+def first_bad(values: np.ndarray, valid: tuple[int, ...]) -> str | None:
+    """``index (i, j) holds v`` for the first entry outside ``valid`` (None if all fit)."""
+    bad = np.argwhere(~np.isin(values, valid))
+    if not len(bad):
+        return None
+    index = tuple(int(i) for i in bad[0])
+    return f"index {index} holds {values[index].item()!r}"
+
+
+def cole_expected_error(true: np.ndarray, observed: np.ndarray) -> tuple[str, str | None]:
+    """(file, message fragment) of the first problem the reader must report (fragment None:
+    no problem)."""
+    if first_bad(true, (0, 1)):
+        return "formatted_train_labels.npy", first_bad(true, (0, 1))
+    if observed.shape != true.shape:
+        return "formatted_train_labels_obs.npy", f"shape {observed.shape}"
+    return "formatted_train_labels_obs.npy", first_bad(observed, (-1, 0, 1))
+
+
+@FUZZ
+@given(true=arrays(np.int64, SHAPES, elements=st.integers(-1, 2)),
+       observed=arrays(np.int64, SHAPES, elements=st.integers(-2, 2)))
+def test_cole_reader_accepts_only_0_1_labels_and_ternary_observed(scratch, true, observed):
+    root = scratch / "cole"
+    root.mkdir(exist_ok=True)
+    for split in ("train", "val"):
+        np.save(root / f"formatted_{split}_labels.npy", true)
+        np.save(root / f"formatted_{split}_labels_obs.npy", observed)
+        np.save(root / f"{split}_features_x.npy", np.ones((len(true), 2), dtype=np.float32))
+    name, fragment = cole_expected_error(true, observed)
+    try:
+        data = build_cole_features(ColeFeaturesConfig(str(root), "x", val_fraction=0.0))
+    except DataError as err:
+        assert len(str(err).splitlines()) == 1
+        assert f"{root / name}: " in str(err) and fragment and fragment in str(err), str(err)
+        return
+    assert fragment is None
+    assert np.array_equal(data.train.labels.to_ternary(), observed)
+    assert np.array_equal(data.test.true, true == 1)

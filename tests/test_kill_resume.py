@@ -35,7 +35,14 @@ from conftest import tiny_raw
 from safetensors.torch import load_file
 
 from unhot.cli import main
-from unhot.runs import TEMP_SUFFIX, RunFolder, load_checkpoint
+from unhot.runs import (
+    TEMP_SUFFIX,
+    RunFolder,
+    load_checkpoint,
+    save_checkpoint,
+    write_json,
+    write_npz,
+)
 
 KILLED = -signal.SIGKILL
 # argv[1] = "none" | "step:N" | "write:NAME:N" | "after:NAME:N"; the rest goes to unhot.cli.main.
@@ -72,11 +79,11 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def config(tmp_path: Path, method: str, **knobs: Any) -> Path:
+def config(tmp_path: Path, method: str, epochs: int = 3, **knobs: Any) -> Path:
     """A seconds-long run (4 steps per epoch), written to ``tmp_path / <method>.yaml``."""
     raw = tiny_raw(method, **knobs)
     raw["data"].update(n_train=128, n_test=64)
-    raw["optim"]["epochs"] = 3
+    raw["optim"]["epochs"] = epochs
     path = tmp_path / f"{method}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -180,6 +187,49 @@ def test_mile_killed_mid_imitation_resumes_identically(tmp_path):
     assert_same_metrics(out, expected)
 
 
+@pytest.fixture(scope="module")
+def em_apl_straight(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], Path]:
+    """(config, final metrics, run folder) of an uninterrupted SPML EM + APL run."""
+    root = tmp_path_factory.mktemp("em_apl")
+    cfg = config(root, "spml", loss="em_apl", warmup=1)
+    return cfg, reference(cfg, root / "straight"), root / "straight"
+
+
+@pytest.mark.parametrize("kill", ["write:label_store.npz:2", "after:label_store.npz:2"])
+def test_em_apl_killed_at_its_label_store_write_resumes_identically(tmp_path, em_apl_straight,
+                                                                     kill):
+    """APL's store is written at each epoch end, before that epoch's checkpoint: killed halfway
+    through epoch 2's store write, or right after its rename (the store file then ahead of the
+    epoch-1 checkpoint), the resumed run rebuilds the store from the checkpoint alone."""
+    cfg, expected, straight = em_apl_straight
+    out = tmp_path / "killed"
+    assert train(cfg, out, kill).returncode == KILLED
+    assert load_checkpoint(RunFolder(out).checkpoint_path("train"))["epoch"] == 1
+    temps = list(out.glob(f"**/.label_store.npz.*{TEMP_SUFFIX}"))
+    assert bool(temps) == kill.startswith("write"), "kill missed the write"
+    assert_nothing_half_written(out)
+    assert train(cfg, out).returncode == 0
+    assert_same_metrics(out, expected)
+    store = Path("stages", "train", "label_store.npz")
+    final, reference_store = np.load(out / store), np.load(straight / store)
+    assert reference_store["negative"].any()
+    for key in ("negative", "target"):
+        np.testing.assert_array_equal(final[key], reference_store[key])
+
+
+def test_refinery_killed_between_generations_resumes_identically(tmp_path):
+    cfg = config(tmp_path, "refinery", epochs=2, generations=2)
+    expected = reference(cfg, tmp_path / "straight")
+    out = tmp_path / "killed"
+    # manifest.json is written after each of gen1's 2 epochs, then when gen1 completes.
+    assert train(cfg, out, "after:manifest.json:3").returncode == KILLED
+    manifest = RunFolder(out).read_manifest()
+    assert manifest["stages"]["gen1"]["complete"] and "gen2" not in manifest["stages"]
+    assert not RunFolder(out).checkpoint_path("gen2").exists()
+    assert train(cfg, out).returncode == 0
+    assert_same_metrics(out, expected)
+
+
 def test_non_finite_loss_stops_naming_epoch_step_term_and_keeps_checkpoint(tmp_path, capsys):
     cfg = config(tmp_path, "sigmoid")
     out = tmp_path / "run"
@@ -197,6 +247,22 @@ def test_non_finite_loss_stops_naming_epoch_step_term_and_keeps_checkpoint(tmp_p
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     assert not (out / "final_metrics.json").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o007, 0o077])
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path, umask):
+    """Run files are readable as the umask allows (0666 & ~umask), not mkstemp's 0600."""
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        write_npz(tmp_path / "b.npz", x=np.zeros(2))
+        save_checkpoint(tmp_path / "c.pt", {"epoch": 1})
+        with open(tmp_path / "plain", "w"):
+            pass
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(["a.json", "b.npz", "c.pt", "plain"], 0o666 & ~umask)
 
 
 SWEEP_METHODS = {"sigmoid": {}, "ud": {"teacher_epochs": 2}, "mile": {"k_t": 3, "k_s": 3}}

@@ -85,3 +85,11 @@ def test_train_val_split_disjoint_and_complete():
     assert set(train) | set(val) == set(range(101)) and not set(train) & set(val)
     _, v2 = train_val_split(101, 0.2, seed=1200)
     np.testing.assert_array_equal(val, v2)
+
+
+def test_train_val_split_is_cole_et_al_split():
+    # Cole et al.'s generate_split(N, 0.2, RandomState(1200)): val = the permutation's last 20 %.
+    perm = np.random.RandomState(1200).permutation(5717)  # VOC2012 train size
+    train, val = train_val_split(5717, 0.2, seed=1200)
+    np.testing.assert_array_equal(val, np.sort(perm[-1143:]))
+    np.testing.assert_array_equal(train, np.sort(perm[:4574]))

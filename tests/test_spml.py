@@ -46,6 +46,15 @@ def test_wan_and_epr_by_hand():
     assert expected_positive_regulariser(Z, POS, k=1.0).item() == pytest.approx(epr, rel=1e-6)
 
 
+def test_epr_penalises_the_batch_mean_count_not_each_image():
+    # Counts 1.25 and 0.75 average to k = 1: Cole et al.'s penalty is 0 (a mean of per-image
+    # squares would give 0.0625 / C^2).
+    z = torch.tensor([[0.0, math.log(3.0)], [0.0, -math.log(3.0)]])  # p rows sum 1.25, 0.75
+    positive = torch.tensor([[True, False], [True, False]])
+    assert expected_positive_regulariser(z, positive, k=1.0).item() == pytest.approx(
+        math.log(2) / 2, rel=1e-6)
+
+
 def test_soft_negative_bce_only_on_pseudo_negatives():
     mask = torch.tensor([[False, True], [False, False]])
     target = torch.full((2, 2), 0.25)
@@ -159,3 +168,41 @@ def test_role_run_learns_estimates_and_resumes_them(tmp_path, tiny, monkeypatch)
         Engine(cfg, tmp_path / "b").run()
     monkeypatch.setattr(StageRunner, "train_epoch", original)
     assert Engine(cfg, tmp_path / "b").run() == pytest.approx(straight, abs=1e-6)
+
+
+@pytest.mark.parametrize("select_labels", ["clean", "single_positive"])
+def test_model_selection_tests_the_best_validation_epoch(tmp_path, tiny, select_labels):
+    from unhot.data import build_data
+    from unhot.engine import make_accelerator, predict
+    from unhot.metrics import compute_metrics
+    from unhot.weights import load_weights
+
+    raw = tiny("spml", loss="an", select="mAP", select_labels=select_labels)
+    raw["data"].update(label_regime="single_positive", n_val=64)
+    raw["train"]["eval_split"] = "val"
+    raw["optim"]["epochs"] = 4
+    cfg = parse_config(raw)
+    final = Engine(cfg, tmp_path).run()
+    folder = RunFolder(tmp_path)
+    rows = [r for r in folder.read_manifest()["stages"]["train"]["history"] if "val/mAP" in r]
+    assert len(rows) == 4
+    data = build_data(cfg.data)
+    val = data.val
+    assert (val.labels.positive.sum(axis=1) == 1).all() and (val.true.sum(axis=1) >= 1).all()
+    # The tested weights are the best epoch's: their val mAP is the best row's, scored against
+    # the labels select_labels names.
+    model, _ = load_weights(folder.weights_path("train"))
+    acc = make_accelerator(cfg)
+    scores = predict(acc, model, val, torch.sigmoid, 64)
+    val_true = val.true if select_labels == "clean" else val.labels.positive
+    best = max(r["val/mAP"] for r in rows)
+    assert compute_metrics(scores, val_true)["mAP"] == pytest.approx(best, abs=1e-6)
+    test_scores = predict(acc, model, data.test, torch.sigmoid, 64)
+    assert compute_metrics(test_scores, data.test.true)["mAP"] == pytest.approx(final["mAP"],
+                                                                               abs=1e-6)
+
+
+def test_selection_needs_the_validation_split(tiny):
+    raw = tiny("spml", loss="an", select="mAP")
+    with pytest.raises(ConfigError, match=r"set train\.eval_split=val"):
+        Engine(parse_config(raw), "unused")

@@ -73,17 +73,30 @@ class AugmentConfig:
     flip: bool = False
 
 
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("no", "fp16", "bf16")
+
+
+def choice(default: str, choices: tuple[str, ...]) -> Any:
+    """A string field that must be one of ``choices`` (checked by :func:`from_dict`)."""
+    return field(default=default, metadata={"choices": choices})
+
+
 @dataclass
 class TrainConfig:
-    """Loop settings: evaluation cadence, devices, threads, logging."""
+    """Loop settings: evaluation cadence, devices, threads, logging.
+
+    ``device``: auto (CUDA if present, else CPU) | cpu | cuda (an error without CUDA);
+    ``mixed_precision``: no | fp16 | bf16 (CUDA only).
+    """
 
     eval_every: int = 1
     eval_batch_size: int = 512
     eval_split: str = "test"
     threshold: float = 0.5
     num_workers: int = 0
-    device: str = "auto"
-    mixed_precision: str = "no"
+    device: str = choice("auto", DEVICES)
+    mixed_precision: str = choice("no", PRECISIONS)
     threads: int = 0
     progress: bool = True
 
@@ -194,12 +207,21 @@ def from_dict(cls: type, values: Any, path: str = "") -> Any:
         if key not in fields:
             valid = ", ".join(sorted(fields))
             raise ConfigError(f"unknown config key '{key_path}'; valid keys here: {valid}")
+        if value is False and "no" in fields[key].metadata.get("choices", ()):
+            value = "no"  # YAML 1.1 reads a bare `no` (--set train.mixed_precision=no) as False
         kwargs[key] = _convert(value, hints[key], key_path)
+        _check_choice(fields[key], kwargs[key], key_path)
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{path or 'config'}: {err}") from err
     return obj
+
+
+def _check_choice(spec: dataclasses.Field[Any], value: Any, path: str) -> None:
+    choices = spec.metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"unknown {path} {value!r}; valid: {', '.join(choices)}")
 
 
 def named_block(values: Any, registry: Registry, path: str) -> Any:

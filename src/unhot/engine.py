@@ -117,10 +117,15 @@ def build_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim
 
 
 def make_accelerator(cfg: RunConfig) -> Accelerator:
-    """One Accelerator per process: CPU unless CUDA is present; mixed precision on CUDA only."""
+    """One Accelerator per process on ``train.device``: ``auto`` is CUDA if present, else CPU;
+    ``cuda`` without a CUDA device is an error; mixed precision on CUDA only."""
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
-    use_cpu = cfg.train.device == "cpu" or not torch.cuda.is_available()
+    has_cuda = torch.cuda.is_available()
+    if cfg.train.device == "cuda" and not has_cuda:
+        raise RunError("train.device is 'cuda' but no CUDA device is available "
+                       "(torch.cuda.is_available() is False); set train.device=auto or cpu")
+    use_cpu = cfg.train.device == "cpu" or not has_cuda
     precision = cfg.train.mixed_precision
     if use_cpu and precision != "no":
         raise RunError("train.mixed_precision needs a CUDA device (bf16 on this CPU crashes); "
@@ -206,6 +211,10 @@ def _method_name(cfg: RunConfig) -> str:
     return block_name(cfg.method, METHODS)
 
 
+def _processes(count: object) -> str:
+    return f"{count} process" if count == 1 else f"{count} processes"
+
+
 class StageRunner:
     """Trains one stage: builds or resumes its model, loads its teacher, runs its epochs."""
 
@@ -222,8 +231,8 @@ class StageRunner:
         self.epochs = stage.epochs if stage.epochs is not None else self.cfg.optim.epochs
         self.arch = engine.architecture(stage)
         self.model = self._initial_model()
-        self.memory_format = getattr(self.model, "preferred_memory_format",
-                                     torch.contiguous_format)
+        self.memory_format = torch.channels_last if self.acc.device.type == "cuda" else \
+            getattr(self.model, "preferred_memory_format", torch.contiguous_format)
         self.model = self.model.to(self.acc.device, memory_format=self.memory_format)
         self.teacher = self._load_teacher()
         task_params = self.task.trainable(self.data.train)
@@ -293,11 +302,7 @@ class StageRunner:
         if not path.exists():
             return
         state = load_checkpoint(path, ("model", "optimizer", "task", "epoch", "step", "history"))
-        saved = state.get("class_names")
-        if saved is not None and tuple(saved) != self.arch.class_names:
-            raise RunError(f"{path}: trained on classes {list(saved)[:5]}... ({len(saved)}), but "
-                           f"the data now has {list(self.arch.class_names)[:5]}... "
-                           f"({self.arch.num_classes}); train into a new --out folder")
+        self._check_resumable(path, state)
         try:
             self.acc.unwrap_model(self.model).load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -309,6 +314,22 @@ class StageRunner:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = list(state["history"])
         self.best = state.get("best")
+
+    def _check_resumable(self, path: Path, state: dict[str, Any]) -> None:
+        """Refuse a checkpoint of other classes or another number of steps per epoch (which
+        would change the LR schedule); checkpoints from before these keys pass."""
+        saved = state.get("class_names")
+        if saved is not None and tuple(saved) != self.arch.class_names:
+            raise RunError(f"{path}: trained on classes {list(saved)[:5]}... ({len(saved)}), but "
+                           f"the data now has {list(self.arch.class_names)[:5]}... "
+                           f"({self.arch.num_classes}); train into a new --out folder")
+        steps = state.get("steps_per_epoch")
+        if steps is not None and int(steps) != self.steps_per_epoch:
+            raise RunError(f"{path}: this run was trained with "
+                           f"{_processes(state.get('num_processes', '?'))} ({steps} steps per "
+                           f"epoch); resume it with the same number of processes and "
+                           f"optim.batch_size (now {_processes(self.acc.num_processes)}, "
+                           f"{self.steps_per_epoch} steps per epoch)")
 
     # -- training ------------------------------------------------------------------------
     def run(self) -> dict[str, float]:
@@ -394,10 +415,14 @@ class StageRunner:
                        self.cfg.train.eval_batch_size, self.memory_format)
 
     def evaluate(self, split: Split) -> tuple[dict[str, float], np.ndarray]:
-        """Metrics of the current model on ``split`` (and the scores)."""
+        """Metrics of the current model on ``split`` (and the scores): against its true sets, or
+        for a validation split of a stage with ``val_labels="observed"``, its observed
+        positives."""
         scores = self.predict(split)
         target = split.target if (split.target >= 0).any() else None
-        metrics = compute_metrics(scores, split.true, target, self.cfg.train.threshold,
+        observed = split.name == "val" and self.stage.val_labels == "observed"
+        true = split.labels.positive if observed else split.true
+        metrics = compute_metrics(scores, true, target, self.cfg.train.threshold,
                                   split.difficult if split.difficult.any() else None)
         return metrics, scores
 
@@ -437,7 +462,9 @@ class StageRunner:
             state = {"model": self.acc.unwrap_model(self.model).state_dict(),
                      "optimizer": self.optimizer.state_dict(), "task": self.task.state_dict(),
                      "epoch": self.epoch, "step": self.step, "history": self.history,
-                     "best": self.best, "class_names": list(self.arch.class_names)}
+                     "best": self.best, "class_names": list(self.arch.class_names),
+                     "num_processes": self.acc.num_processes,
+                     "steps_per_epoch": self.steps_per_epoch}
             folder = self.engine.folder
             save_checkpoint(folder.checkpoint_path(self.stage.name), state)
             self._write_metrics_log()
@@ -456,6 +483,10 @@ class StageRunner:
         write_jsonl(self.engine.folder.metrics_path, rows)
 
     def _finish(self) -> dict[str, float]:
+        if self.stage.test_best and self.best is not None:
+            best, _ = load_weights(self.engine.folder.best_weights_path(self.stage.name),
+                                   self.arch)
+            self.acc.unwrap_model(self.model).load_state_dict(best.state_dict())
         metrics, scores = self.evaluate(self.data.test)
         folder = self.engine.folder
         if self.engine.is_main:

@@ -154,9 +154,14 @@ def single_positive_matrix(true: np.ndarray, seed: int = COLE_SEED) -> LabelMatr
 
 def train_val_split(num_samples: int, val_fraction: float = 0.2,
                     seed: int = COLE_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random split of ``range(num_samples)`` into (train, val) index arrays, sorted."""
+    """Seeded random split of ``range(num_samples)`` into (train, val) index arrays, sorted.
+
+    Cole et al.'s split (CVPR 2021 code, ``generate_split``): a ``RandomState(seed)``
+    permutation; its last ``round(val_fraction * N)`` indices are val, the rest train. With
+    their seed 1200 this reproduces their 80/20 train/val split of a dataset's train set.
+    """
     if not 0.0 <= val_fraction < 1.0:
         raise LabelError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    perm = np.random.default_rng(seed).permutation(num_samples)
-    n_val = round(val_fraction * num_samples)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    perm = np.random.RandomState(seed).permutation(num_samples)
+    n_train = num_samples - int(np.round(val_fraction * num_samples))
+    return np.sort(perm[:n_train]), np.sort(perm[n_train:])

@@ -21,8 +21,8 @@ import json
 import os
 import pickle
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -56,9 +56,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     The rename is atomic on POSIX file systems, so readers see the old file or the new one.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _new_temp_file(path)
     try:
         yield tmp
         with open(tmp, "rb") as handle:
@@ -67,6 +65,20 @@ def atomic_path(path: Path) -> Iterator[Path]:
         _fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _new_temp_file(path: Path) -> Path:
+    """Create an empty ``.<name>.<random>.tmp`` beside ``path`` with the permissions ``open()``
+    gives (0666 minus the umask, applied by the kernel), unlike ``mkstemp``'s 0600, so run files
+    stay readable to the group on a shared cluster."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise RunError(f"{path.parent}: cannot create a temporary file for {path.name}")
 
 
 def _fsync_dir(folder: Path) -> None:

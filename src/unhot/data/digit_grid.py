@@ -14,9 +14,12 @@ Training labels (``label_regime``):
 * ``"full"`` — every class observed (present = positive, absent = negative); the target (for
   top-1) is the centre digit.
 
-Validation and test splits always carry full observed labels (they are for evaluation); their
-``target`` follows the same rule as training. Train grids use one pool of source images, val and
-test grids another (``test_source_fraction`` of the source), so no source digit is seen in both.
+Test splits always carry full observed labels (they are for evaluation), and so do validation
+splits except under ``single_positive``, where validation grids keep one positive like training
+grids (Cole et al.'s validation set is part of their train set); ``true`` is always the full
+set. The ``target`` follows the same rule as training. Train grids use one pool of source
+images, val and test grids another (``test_source_fraction`` of the source), so no source digit
+is seen in both.
 
 Difficult cells (``difficult_prob``): the digit is shrunk to half the cell size, centred, and
 faded to 40 % of its intensity. Its class is marked difficult (positive in training, skipped by
@@ -63,6 +66,7 @@ class DigitGridConfig:
     test_source_fraction: float = 0.3
     difficult_prob: float = 0.0
     seed: int = 0
+    source_seed: int | None = None
 
     def __post_init__(self) -> None:
         check_range("grid", self.grid, 1)
@@ -160,7 +164,8 @@ def _grid_split(name: str, cells: torch.Tensor, labels: np.ndarray, pool: np.nda
     layout = sample_layout(labels, pool, n, cfg.grid, cfg.difficult_prob, rng)
     true, difficult = true_sets(layout)
     target = choose_target(layout, cfg.label_regime, cfg.center_prob, rng)
-    full = name != "train" or cfg.label_regime == "full"
+    full = name == "test" or cfg.label_regime == "full" or (
+        name == "val" and cfg.label_regime != "single_positive")
     return make_split(name, render_grids(cells, layout), true, target, full, difficult)
 
 
@@ -168,11 +173,14 @@ def build_digit_grid(cfg: DigitGridConfig) -> DataBundle:
     """Train / (val) / test grids of digits from ``cfg.source``; class names "0".."9".
 
     Deterministic given ``cfg.seed``; each split draws from its own random stream, so e.g.
-    changing ``n_train`` leaves the test split unchanged.
+    changing ``n_train`` leaves the test split unchanged. ``source_seed`` (default: ``seed``)
+    alone decides which source digits go to the train and which to the val/test pool, so runs
+    with other grid seeds but the same ``source_seed`` never train on a test digit.
     """
     images, labels = load_digits_source(cfg.source)
     cells = resize_digits(images, cfg.cell_size)
-    train_pool, test_pool = split_sources(len(labels), cfg.test_source_fraction, [cfg.seed, 0])
+    pool_seed = cfg.seed if cfg.source_seed is None else cfg.source_seed
+    train_pool, test_pool = split_sources(len(labels), cfg.test_source_fraction, [pool_seed, 0])
     train = _grid_split("train", cells, labels, train_pool, cfg.n_train, cfg, 1)
     test = _grid_split("test", cells, labels, test_pool, cfg.n_test, cfg, 2)
     val = _grid_split("val", cells, labels, test_pool, cfg.n_val, cfg, 3) if cfg.n_val else None

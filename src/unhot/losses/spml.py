@@ -48,11 +48,22 @@ def weighted_an(logits: Tensor, positive: Tensor, reduction: str = "sum_over_bc"
 
 def expected_positive_regulariser(logits: Tensor, positive: Tensor, k: float,
                                   reduction: str = "sum_over_bc") -> Tensor:
-    """EPR (Cole et al.): ``-log p`` on observed positives plus ``(sum_c p_ic - k)^2 / C^2``,
-    averaged over the batch; ``k`` is the expected number of positives per image."""
+    """EPR (Cole et al., CVPR 2021): ``-log p`` on observed positives plus
+    :func:`expected_positive_penalty`; ``k`` is the expected number of positives per image.
+
+    Config: ``method: {name: spml, loss: epr, k: 1.5}`` (Cole et al.'s k for VOC)."""
     positives = reduce_entries(-F.logsigmoid(logits), positive, reduction)
-    expected = torch.sigmoid(logits).sum(dim=1)
-    return positives + ((expected - k) ** 2).mean() / logits.shape[1] ** 2
+    return positives + expected_positive_penalty(torch.sigmoid(logits), k)
+
+
+def expected_positive_penalty(probabilities: Tensor, k: float) -> Tensor:
+    """Cole et al.'s expected-positive regulariser ``(k_hat - k)^2 / C^2`` with
+    ``k_hat = (1/B) sum_i sum_c p_ic``, the batch's mean predicted label count.
+
+    The square is of the batch mean, as in the paper and its code, not a mean of per-image
+    squares: single images may predict more or fewer than ``k`` labels."""
+    k_hat = probabilities.sum(dim=1).mean()
+    return (k_hat - k) ** 2 / probabilities.shape[1] ** 2
 
 
 def binary_entropy(logits: Tensor) -> Tensor:
@@ -84,18 +95,17 @@ def role_loss(logits: Tensor, estimate_logits: Tensor, positive: Tensor, k: floa
 
     With p = sigmoid(z), q = sigmoid(estimate), sg = stop-gradient, per entry
     ``(1[pos](-log p) + 1[pos](-log q)) / 2 + (BCE(p; sg q) + BCE(q; sg p)) / 2``, averaged over
-    the B*C entries, plus ``(R(p) + R(q)) / 2`` with the EPR regulariser
-    ``R(p) = mean_i (sum_c p_ic - k)^2 / C^2``.
+    the B*C entries, plus ``(R(p) + R(q)) / 2`` with R the expected-positive regulariser
+    (:func:`expected_positive_penalty`).
     """
-    num_classes = logits.shape[1]
     positive_f = positive.to(logits.dtype)
     p_detached = torch.sigmoid(logits).detach()
     q_detached = torch.sigmoid(estimate_logits).detach()
     observed = positive_f * (-F.logsigmoid(logits) - F.logsigmoid(estimate_logits))
     cross = (F.binary_cross_entropy_with_logits(logits, q_detached, reduction="none")
              + F.binary_cross_entropy_with_logits(estimate_logits, p_detached, reduction="none"))
-    regulariser = sum(((torch.sigmoid(x).sum(dim=1) - k) ** 2).mean()
-                      for x in (logits, estimate_logits)) / num_classes ** 2
+    regulariser = (expected_positive_penalty(torch.sigmoid(logits), k)
+                   + expected_positive_penalty(torch.sigmoid(estimate_logits), k))
     return (observed + cross).mean() / 2 + regulariser / 2
 
 

@@ -110,7 +110,11 @@ class Stage:
     "eval" (running statistics) or "train" (batch statistics, Label Refinery's code).
     ``model``: overrides the run's model config (e.g. a student of another architecture).
     A teacher named ``"<stage>:best"`` is that stage's best epoch by its ``keep_best`` metric
-    (evaluated on ``train.eval_split``; ``keep_best_mode`` "max" or "min").
+    (evaluated on ``train.eval_split``; ``keep_best_mode`` "max" or "min"). ``test_best``: the
+    stage ends with its best epoch's weights, not its last (model selection).
+    ``val_labels``: what the validation split is scored against, ``"true"`` (its clean label
+    sets) or ``"observed"`` (its observed positives, e.g. Cole et al.'s single positives, the
+    rest counted negative); the test split is always scored against its true sets.
     """
 
     name: str
@@ -123,3 +127,5 @@ class Stage:
     calibration_head: bool = False
     keep_best: str | None = None
     keep_best_mode: str = "max"
+    test_best: bool = False
+    val_labels: str = "true"

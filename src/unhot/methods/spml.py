@@ -42,11 +42,20 @@ if TYPE_CHECKING:
     from unhot.engine import StageRunner
 
 LOSSES = ("bce_full", "an", "an_ls", "wan", "epr", "role", "em", "em_apl")
+SELECT_LABELS = {"clean": "true", "single_positive": "observed"}
+"""``select_labels`` values and the :class:`~unhot.methods.base.Stage` ``val_labels`` they mean."""
 
 
 @dataclass
 class SpmlConfig:
-    """``method: {name: spml, loss, alpha, beta, theta, warmup, k, ls_eps, reduction}``."""
+    """``method: {name: spml, loss, alpha, beta, theta, warmup, k, ls_eps, reduction, select,
+    select_labels}``.
+
+    ``select``: a metric (e.g. ``mAP``) to pick the best epoch on ``train.eval_split`` (set it to
+    ``val``), whose weights are then tested (Cole et al.'s model selection); None = last epoch.
+    ``select_labels``: ``clean`` (the validation images' full label sets, Cole et al.'s
+    default) or ``single_positive`` (only their observed single positives).
+    """
 
     loss: str = "em_apl"
     alpha: float = 0.1
@@ -56,8 +65,13 @@ class SpmlConfig:
     k: float = 1.0
     ls_eps: float = 0.1
     reduction: str = "sum_over_bc"
+    select: str | None = None
+    select_labels: str = "clean"
 
     def __post_init__(self) -> None:
+        if self.select_labels not in SELECT_LABELS:
+            raise ConfigError(f"method(spml).select_labels must be one of "
+                              f"{', '.join(SELECT_LABELS)}, got '{self.select_labels}'")
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown method(spml).loss '{self.loss}'; valid: "
                               f"{', '.join(LOSSES)}")
@@ -146,5 +160,11 @@ class SpmlTask(TrainingTask):
 
 
 def spml_stages(cfg: SpmlConfig, run: RunConfig) -> list[Stage]:
-    """One stage trained with the configured SPML loss."""
-    return [Stage("train", SpmlTask(cfg))]
+    """One stage trained with the configured SPML loss (best epoch on validation if
+    ``select``)."""
+    if cfg.select is not None and run.train.eval_split != "val":
+        raise ConfigError(f"method(spml).select={cfg.select} picks the best epoch on the "
+                          f"validation split: set train.eval_split=val (and give the data a "
+                          f"validation split), not '{run.train.eval_split}'")
+    return [Stage("train", SpmlTask(cfg), keep_best=cfg.select, test_best=cfg.select is not None,
+                  val_labels=SELECT_LABELS[cfg.select_labels])]

@@ -29,17 +29,19 @@ class BackboneSpec:
     memory_format: torch.memory_format
 
 
-# channels_last trained faster for every backbone (batch 128, 2 threads): small_cnn 1.1-1.3x,
-# resnet18/34/50 at width 16-64 1.1-1.5x.
+# CPU layouts. channels_last trains small_cnn 1.1-1.3x faster (batch 128, 2 threads). It sped
+# up the ResNets too, but torch 2.13's CPU channels_last convolution backward corrupts memory
+# (double free, hang) on some AMD EPYC hosts for small ResNets, e.g. resnet18 width 4 on 32x32,
+# so they stay contiguous on CPU; on CUDA the engine uses channels_last for every backbone.
 BACKBONES: dict[str, BackboneSpec] = {
     "small_cnn": BackboneSpec(lambda c, w, _size: small_cnn.SmallCNN(c, w),
                               small_cnn.DEFAULT_WIDTH, torch.channels_last),
     "resnet18": BackboneSpec(resnet.resnet_factory(resnet.BasicBlock, (2, 2, 2, 2)),
-                             resnet.DEFAULT_WIDTH, torch.channels_last),
+                             resnet.DEFAULT_WIDTH, torch.contiguous_format),
     "resnet34": BackboneSpec(resnet.resnet_factory(resnet.BasicBlock, (3, 4, 6, 3)),
-                             resnet.DEFAULT_WIDTH, torch.channels_last),
+                             resnet.DEFAULT_WIDTH, torch.contiguous_format),
     "resnet50": BackboneSpec(resnet.resnet_factory(resnet.Bottleneck, (3, 4, 6, 3)),
-                             resnet.DEFAULT_WIDTH, torch.channels_last),
+                             resnet.DEFAULT_WIDTH, torch.contiguous_format),
     # On precomputed features ([N, D, 1, 1], e.g. data: cole_features): a linear probe or an MLP.
     "linear": BackboneSpec(lambda c, _w, _size: FeatureInput(c), 0, torch.contiguous_format),
     "mlp": BackboneSpec(lambda c, w, _size: feature_mlp(c, w), 512, torch.contiguous_format),
