@@ -47,6 +47,15 @@ def test_overrides_parse_yaml_values():
         apply_overrides(base(), ["optim.lr"])
 
 
+def test_yaml_1_1_quirks_read_as_meant():
+    # PyYAML reads `1e-3` (no dot) as a string and a bare `no` as False.
+    raw = apply_overrides(base(), ["optim.lr=1e-3", "train.mixed_precision=no"])
+    cfg = parse_config(raw)
+    assert cfg.optim.lr == 0.001 and cfg.train.mixed_precision == "no"
+    with pytest.raises(ConfigError, match=r"optim\.lr: expected a number, got 'fast'"):
+        parse_config(apply_overrides(base(), ["optim.lr=fast"]))
+
+
 def test_missing_and_invalid_yaml_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "none.yaml")

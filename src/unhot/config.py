@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import types
@@ -179,6 +180,9 @@ def _convert(value: Any, kind: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected true or false, got {value!r}")
         return value
     if kind is float:
+        if isinstance(value, str):  # PyYAML (YAML 1.1) reads 1e-3, without a dot, as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         return float(value)
