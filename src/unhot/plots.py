@@ -53,18 +53,21 @@ def training_curves(rows: list[dict], path: Path, title: str) -> None:
     (right), one line per stage; x = epochs counted over the whole run."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     offset = 0
-    for stage in dict.fromkeys(r["stage"] for r in rows):
+    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    for stage in stages:
         mine = [r for r in rows if r["stage"] == stage and not r.get("final")]
         x = [offset + r["epoch"] for r in mine]
+        prefix = f"{stage}: " if len(stages) > 1 else ""
         for key in sorted({k for r in mine for k in r if k.startswith("loss/")}):
             left.plot(x, [r.get(key, np.nan) for r in mine], marker=".",
-                      label=f"{stage}: {key[5:]}")
+                      label=prefix + key[5:])
         for key in ("real_f1@0.25", "mAP", "top1"):
-            points = [(xi, r[k]) for xi, r in zip(x, mine, strict=True)
-                      for k in r if k.endswith("/" + key)]
-            if points:
+            for split in sorted({k.split("/")[0] for r in mine for k in r
+                                 if k.endswith("/" + key) and not k.startswith("loss/")}):
+                points = [(xi, r[f"{split}/{key}"]) for xi, r in zip(x, mine, strict=True)
+                          if f"{split}/{key}" in r]
                 right.plot(*zip(*[(a, 100 * b) for a, b in points], strict=True), marker="o",
-                           label=f"{stage}: {key}")
+                           label=f"{prefix}{key} on the {split} split")
         offset = x[-1] if x else offset
     left.set(xlabel="epoch (whole run)", ylabel="mean training loss", title="losses")
     right.set(xlabel="epoch (whole run)", ylabel="percent", title="evaluation during training")
