@@ -168,6 +168,10 @@ def test_role_run_learns_estimates_and_resumes_them(tmp_path, tiny, monkeypatch)
         Engine(cfg, tmp_path / "b").run()
     monkeypatch.setattr(StageRunner, "train_epoch", original)
     assert Engine(cfg, tmp_path / "b").run() == pytest.approx(straight, abs=1e-6)
+    # The estimates learn at role_lr_mult (10) times the model's scheduled learning rate.
+    state = torch.load(RunFolder(tmp_path / "b").checkpoint_path("train"), weights_only=True)
+    model_group, estimate_group = state["optimizer"]["param_groups"]
+    assert estimate_group["lr"] == pytest.approx(10 * model_group["lr"]) and model_group["lr"] > 0
 
 
 @pytest.mark.parametrize("select_labels", ["clean", "single_positive"])

@@ -102,8 +102,10 @@ def learning_rate(step: int, steps_per_epoch: int, epochs: int, cfg: OptimConfig
     raise RunError(f"unknown optim.schedule '{cfg.schedule}'; valid: cosine, step, constant")
 
 
-def build_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov), Adam or AdamW with weight decay, from ``optim``."""
+def build_optimizer(params: list[nn.Parameter] | list[dict[str, Any]], cfg: OptimConfig
+                    ) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov), Adam or AdamW with weight decay, from ``optim``; ``params`` a
+    parameter list or param groups (a group's ``lr_scale`` multiplies the scheduled lr)."""
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay)
@@ -235,12 +237,12 @@ class StageRunner:
             getattr(self.model, "preferred_memory_format", torch.contiguous_format)
         self.model = self.model.to(self.acc.device, memory_format=self.memory_format)
         self.teacher = self._load_teacher()
-        task_params = self.task.trainable(self.data.train)
-        if task_params and self.acc.num_processes > 1:
+        task_groups = self.task.trainable(self.data.train)
+        if task_groups and self.acc.num_processes > 1:
             raise RunError(f"stage '{stage.name}': a task with its own per-sample parameters "
                            f"(ROLE) runs in one process only")
-        self.optimizer = build_optimizer(list(self.model.parameters()) + task_params,
-                                         self.cfg.optim)
+        self.optimizer = build_optimizer([{"params": list(self.model.parameters())},
+                                          *task_groups], self.cfg.optim)
         self.sampler = EpochShuffleSampler(len(self.data.train),
                                            derive_seed(self.cfg.seed, index, "shuffle"))
         loader = DataLoader(self.data.train, batch_size=self.cfg.optim.batch_size,
@@ -386,7 +388,7 @@ class StageRunner:
             self._fail_non_finite(losses)
         lr = learning_rate(self.step, self.steps_per_epoch, self.epochs, self.cfg.optim)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         self.optimizer.zero_grad(set_to_none=True)
         self.acc.backward(total)
         if self.cfg.optim.grad_clip > 0:

@@ -85,9 +85,10 @@ class TrainingTask:
         initial p ~ 1/C (MILe code's ``adjust_bias``); default init for softmax."""
         return -math.log(num_classes) if self.output == "sigmoid" else None
 
-    def trainable(self, train: Split) -> list[nn.Parameter]:
-        """Parameters the task itself learns from the training split (e.g. ROLE's per-sample
-        label estimates), optimised with the model's. Default: none."""
+    def trainable(self, train: Split) -> list[dict[str, Any]]:
+        """Parameter groups the task itself learns from the training split (e.g. ROLE's
+        per-sample label estimates), optimised with the model's: ``{"params": [...],
+        "lr_scale": s}`` trains them at ``s`` times the scheduled learning rate. Default: none."""
         return []
 
     def on_epoch_end(self, runner: StageRunner) -> None:

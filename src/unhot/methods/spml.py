@@ -49,12 +49,14 @@ SELECT_LABELS = {"clean": "true", "single_positive": "observed"}
 @dataclass
 class SpmlConfig:
     """``method: {name: spml, loss, alpha, beta, theta, warmup, k, ls_eps, reduction, select,
-    select_labels}``.
+    select_labels, role_lr_mult}``.
 
     ``select``: a metric (e.g. ``mAP``) to pick the best epoch on ``train.eval_split`` (set it to
     ``val``), whose weights are then tested (Cole et al.'s model selection); None = last epoch.
     ``select_labels``: ``clean`` (the validation images' full label sets, Cole et al.'s
     default) or ``single_positive`` (only their observed single positives).
+    ``role_lr_mult``: ROLE's label estimates learn at this multiple of the learning rate (Cole
+    et al.'s code: 10; each estimate is updated only when its image is in the batch).
     """
 
     loss: str = "em_apl"
@@ -67,6 +69,7 @@ class SpmlConfig:
     reduction: str = "sum_over_bc"
     select: str | None = None
     select_labels: str = "clean"
+    role_lr_mult: float = 10.0
 
     def __post_init__(self) -> None:
         if self.select_labels not in SELECT_LABELS:
@@ -90,14 +93,15 @@ class SpmlTask(TrainingTask):
         self.store: PseudoLabelStore | None = None
         self.estimates: nn.Parameter | None = None
 
-    def trainable(self, train: Split) -> list[nn.Parameter]:
-        """ROLE's label estimates: one logit per (training sample, class)."""
+    def trainable(self, train: Split) -> list[dict[str, Any]]:
+        """ROLE's label estimates: one logit per (training sample, class), trained at
+        ``role_lr_mult`` times the model's learning rate (Cole et al.'s ``lr_mult``)."""
         if self.cfg.loss != "role":
             return []
         generator = torch.Generator().manual_seed(COLE_SEED)
         positive = torch.from_numpy(train.labels.positive)
         self.estimates = nn.Parameter(role_initial_estimates(positive, generator))
-        return [self.estimates]
+        return [{"params": [self.estimates], "lr_scale": self.cfg.role_lr_mult}]
 
     def losses(self, ctx: StepContext) -> dict[str, Tensor]:
         cfg, logits, batch = self.cfg, ctx.student_output().logits, ctx.batch
