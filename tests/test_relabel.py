@@ -149,3 +149,28 @@ def test_only_the_main_process_writes_and_shows_progress(pipe_run, tmp_path, cap
                  str(tmp_path / "x.json")]) == 0
     assert not list(tmp_path.iterdir()) and capsys.readouterr().out == ""
     assert bars == [True]
+
+
+def test_relabel_and_eval_other_data_without_the_training_validation_split(tmp_path, capsys):
+    # A run selected on a validation split scores a user's dataset that has none.
+    root = csv_dataset(tmp_path / "data")
+    raw = {"name": "with_val", "seed": 0, "method": {"name": "bce"},
+           "data": {"name": "csv", "root": str(root), "image_size": 8, "val": "train.csv"},
+           "model": {"backbone": "small_cnn", "width": 4},
+           "optim": {"epochs": 1, "batch_size": 2},
+           "train": {"eval_every": 1, "eval_split": "val", "progress": False, "threads": 1}}
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(run)]) == 0
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump({"data": {"name": "csv", "root": str(root),
+                                             "image_size": 8}}))
+    out = tmp_path / "refined.csv"
+    assert main(["relabel", "--run", str(run), "--data", str(mine), "--out", str(out)]) == 0
+    assert out.read_text().startswith("path,labels\n")
+    assert main(["eval", "--run", str(run), "--data", str(mine)]) == 0
+    capsys.readouterr()
+    config.write_text(yaml.safe_dump({**raw, "data": {**raw["data"], "val": None}}))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "r2")]) == 2
+    assert "has no validation split" in capsys.readouterr().err

@@ -153,8 +153,6 @@ class Engine:
         self.folder = RunFolder(out)
         self.accelerator = accelerator or make_accelerator(cfg)
         self.data = data if data is not None else build_data(cfg.data)
-        if cfg.train.eval_split == "val" and self.data.val is None:
-            raise RunError("train.eval_split is 'val' but the dataset has no validation split")
         self.stages: list[Stage] = METHODS[_method_name(cfg)][1](cfg.method, cfg)
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
@@ -177,6 +175,10 @@ class Engine:
         Bad input found before the first checkpoint of a new run folder (a corrupt image, a
         teacher of another class list) leaves no folder behind (:meth:`RunFolder.release`).
         """
+        # Checked here, not in __init__: eval and relabel build an Engine on data (--data)
+        # that need not have the validation split training used.
+        if self.cfg.train.eval_split == "val" and self.data.val is None:
+            raise RunError("train.eval_split is 'val' but the dataset has no validation split")
         created = self.folder.claim(to_dict(self.cfg), RESULT_NEUTRAL_KEYS) \
             if self.is_main else False
         self.accelerator.wait_for_everyone()
