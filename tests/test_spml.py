@@ -206,7 +206,10 @@ def test_model_selection_tests_the_best_validation_epoch(tmp_path, tiny, select_
                                                                                abs=1e-6)
 
 
-def test_selection_needs_the_validation_split(tiny):
+def test_selection_never_uses_the_test_split(tmp_path, tiny):
+    from unhot.runs import RunError
+
     raw = tiny("spml", loss="an", select="mAP")
-    with pytest.raises(ConfigError, match=r"set train\.eval_split=val"):
-        Engine(parse_config(raw), "unused")
+    with pytest.raises(RunError, match=r"select on the test set; set train\.eval_split=val"):
+        Engine(parse_config(raw), tmp_path / "run").run()
+    assert not (tmp_path / "run").exists()

@@ -179,6 +179,13 @@ class Engine:
         # that need not have the validation split training used.
         if self.cfg.train.eval_split == "val" and self.data.val is None:
             raise RunError("train.eval_split is 'val' but the dataset has no validation split")
+        selecting = next((s for s in self.stages if s.keep_best), None)
+        if selecting is not None and self.cfg.train.eval_split != "val":
+            raise RunError(f"stage '{selecting.name}' keeps its best epoch by "
+                           f"{selecting.keep_best} on train.eval_split, which "
+                           f"is '{self.cfg.train.eval_split}': that would select on the test "
+                           f"set; set train.eval_split=val (and give the data a validation "
+                           f"split)")
         created = self.folder.claim(to_dict(self.cfg), RESULT_NEUTRAL_KEYS) \
             if self.is_main else False
         self.accelerator.wait_for_everyone()

@@ -166,9 +166,5 @@ class SpmlTask(TrainingTask):
 def spml_stages(cfg: SpmlConfig, run: RunConfig) -> list[Stage]:
     """One stage trained with the configured SPML loss (best epoch on validation if
     ``select``)."""
-    if cfg.select is not None and run.train.eval_split != "val":
-        raise ConfigError(f"method(spml).select={cfg.select} picks the best epoch on the "
-                          f"validation split: set train.eval_split=val (and give the data a "
-                          f"validation split), not '{run.train.eval_split}'")
     return [Stage("train", SpmlTask(cfg), keep_best=cfg.select, test_best=cfg.select is not None,
                   val_labels=SELECT_LABELS[cfg.select_labels])]
