@@ -87,6 +87,9 @@ def test_predict_counts_every_sample_once(tiny):
     assert scores.shape == (len(data.test), data.num_classes)
     again = predict(Accelerator(cpu=True), model, data.test, lambda z: z.sigmoid(), 64)
     np.testing.assert_allclose(scores, again, atol=1e-6)
+    workers = predict(Accelerator(cpu=True), model, data.test, lambda z: z.sigmoid(), 64,
+                      num_workers=2)
+    np.testing.assert_allclose(scores, workers, atol=1e-6)
 
 
 def test_device_cuda_without_cuda_is_an_error_not_a_cpu_fallback(tiny, monkeypatch):

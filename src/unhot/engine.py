@@ -423,7 +423,8 @@ class StageRunner:
     def predict(self, split: Split, model: nn.Module | None = None) -> np.ndarray:
         """Probabilities [N, C] for every sample of ``split`` in index order (all ranks)."""
         return predict(self.acc, model or self.model, split, self.task.scores,
-                       self.cfg.train.eval_batch_size, self.memory_format)
+                       self.cfg.train.eval_batch_size, self.memory_format,
+                       self.cfg.train.num_workers)
 
     def evaluate(self, split: Split) -> tuple[dict[str, float], np.ndarray]:
         """Metrics of the current model on ``split`` (and the scores): against its true sets, or
@@ -522,14 +523,16 @@ class StageRunner:
 
 
 def predict(accelerator: Accelerator, model: nn.Module, split: Split, to_scores: Any,
-            batch_size: int, memory_format: torch.memory_format = torch.contiguous_format
-            ) -> np.ndarray:
-    """Scores [N, C] of ``model`` on ``split`` in sample-index order, gathered from all ranks.
+            batch_size: int, memory_format: torch.memory_format = torch.contiguous_format,
+            num_workers: int = 0) -> np.ndarray:
+    """Scores [N, C] of ``model`` on ``split`` in sample-index order, gathered from all ranks
+    (``num_workers`` loader processes decode file-based images; memory pinned on CUDA).
 
     Distributed samplers pad the last batch with repeated samples; gathering (index, scores)
     and keeping one row per index makes every sample count exactly once.
     """
-    loader = DataLoader(split, batch_size=batch_size, shuffle=False, collate_fn=collate_batch)
+    loader = DataLoader(split, batch_size=batch_size, shuffle=False, collate_fn=collate_batch,
+                        num_workers=num_workers, pin_memory=accelerator.device.type == "cuda")
     loader = accelerator.prepare_data_loader(loader) if accelerator.num_processes > 1 else loader
     was_training = model.training
     model.eval()

@@ -47,7 +47,7 @@ def evaluate_run(run: Path, data_file: str | None = None, overrides: list[str] |
     model, _ = load_weights(RunFolder(run).weights_path(stage.name), engine.architecture(stage))
     model = model.to(engine.accelerator.device)
     scores = predict(engine.accelerator, model, data.test, stage.task.scores,
-                     cfg.train.eval_batch_size)
+                     cfg.train.eval_batch_size, num_workers=cfg.train.num_workers)
     test = data.test
     target = test.target if (test.target >= 0).any() else None
     difficult = test.difficult if test.difficult.any() else None

@@ -197,7 +197,7 @@ def relabel_run(run: Path, out: Path, data_file: str | None = None, split: str =
         for start in tqdm(starts, desc="relabel", unit="chunk", disable=not (progress and main)):
             part_split = chunk_of(chosen, np.arange(start, min(start + CHUNK, len(chosen))), ids)
             scores = predict(engine.accelerator, model, part_split, stage.task.scores,
-                             cfg.train.eval_batch_size)
+                             cfg.train.eval_batch_size, num_workers=cfg.train.num_workers)
             part = relabel_scores(scores, part_split.labels.positive, list(part_split.ids),
                                   names, threshold, doubt_threshold)
             total.added += part.added
