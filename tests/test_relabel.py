@@ -113,6 +113,7 @@ def test_relabel_a_mixed_precision_run_on_cpu_and_set_overrides(pipe_run, tmp_pa
                  "train.device=cpu", "--set", "train.eval_batch_size=1"]) == 0
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
     assert main(["features", "--run", str(run), "--out", str(tmp_path / "features")]) == 0
+    assert main(["eval", "--run", str(run)]) == 0  # eval scores it on the CPU too
     capsys.readouterr()
     assert main(["relabel", "--run", str(run), "--out", str(tmp_path / "c.csv"), "--set",
                  "train.nope=1"]) == 2
@@ -135,8 +136,9 @@ def test_only_the_main_process_writes_and_shows_progress(pipe_run, tmp_path, cap
                                                          monkeypatch):
     from unhot import relabel
 
-    real = relabel.make_accelerator
-    monkeypatch.setattr(relabel, "make_accelerator", lambda cfg: NotMainProcess(real(cfg)))
+    real = relabel.inference_accelerator
+    monkeypatch.setattr(relabel, "inference_accelerator",
+                        lambda cfg: NotMainProcess(real(cfg)))
     bars = []
 
     def record_bar(iterable, **kwargs):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import torch
+from accelerate import Accelerator
 
 from unhot.config import ConfigError, RunConfig, apply_overrides, parse_config
 from unhot.data import build_data
@@ -19,6 +23,14 @@ def run_config(run: Path) -> dict[str, Any]:
     if not folder.config_path.exists():
         raise RunError(f"{run} is not an unhot run folder (no config.yaml)")
     return read_yaml(folder.config_path)
+
+
+def inference_accelerator(cfg: RunConfig) -> Accelerator:
+    """:func:`make_accelerator` for scoring: a run trained with mixed precision on a GPU is
+    scored in full precision where there is no CUDA device (or ``train.device`` is cpu)."""
+    if cfg.train.device == "cpu" or not torch.cuda.is_available():
+        cfg = replace(cfg, train=replace(cfg.train, mixed_precision="no"))
+    return make_accelerator(cfg)
 
 
 def load_run(run: Path, data_file: str | None = None,
@@ -39,7 +51,7 @@ def evaluate_run(run: Path, data_file: str | None = None, overrides: list[str] |
     """Test metrics of a run's stage (default: the last) on its data or on ``--data``."""
     cfg = load_run(run, data_file, overrides)
     data = build_data(cfg.data)
-    engine = Engine(cfg, run, data=data, accelerator=make_accelerator(cfg))
+    engine = Engine(cfg, run, data=data, accelerator=inference_accelerator(cfg))
     stages = {s.name: s for s in engine.stages}
     if stage_name and stage_name not in stages:
         raise RunError(f"no stage '{stage_name}' in {run}; stages: {', '.join(stages)}")

@@ -21,21 +21,20 @@ import csv
 import json
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from unhot.config import ConfigError, RunConfig
+from unhot.config import ConfigError
 from unhot.data import build_data
 from unhot.data.base import DataError, ImageSource, Split
 from unhot.data.csv_reader import CsvConfig
-from unhot.engine import Engine, make_accelerator, predict
-from unhot.evaluate import load_run
+from unhot.engine import Engine, predict
+from unhot.evaluate import inference_accelerator, load_run
 from unhot.metrics import real_set
 from unhot.runs import RunFolder, atomic_path
 from unhot.weights import load_weights
@@ -98,14 +97,6 @@ def chunk_of(split: Split, rows: np.ndarray, ids: list[str]) -> Split:
     """The samples ``rows`` of ``split`` as a split of their own."""
     return Split(RowsOf(split.images, rows), split.labels.subset(rows), split.true[rows],
                  split.target[rows], [ids[r] for r in rows], split.name)
-
-
-def inference_accelerator(cfg: RunConfig) -> Accelerator:
-    """:func:`make_accelerator` for scoring: a run trained with mixed precision on a GPU is
-    scored in full precision where there is no CUDA device (or ``train.device`` is cpu)."""
-    if cfg.train.device == "cpu" or not torch.cuda.is_available():
-        cfg = replace(cfg, train=replace(cfg.train, mixed_precision="no"))
-    return make_accelerator(cfg)
 
 
 def label_separator(data_cfg: Any, class_names: Sequence[str]) -> str:
@@ -231,5 +222,5 @@ def summary_text(result: Relabelled) -> str:
                                            strict=True))
 
 
-__all__ = ["inference_accelerator", "label_separator", "relabel_run", "relabel_scores",
+__all__ = ["label_separator", "relabel_run", "relabel_scores",
            "summary_text"]
