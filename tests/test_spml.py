@@ -102,6 +102,9 @@ def test_apl_marks_lowest_unknowns_cumulatively_never_positives():
 def test_unknown_loss_is_a_config_error():
     with pytest.raises(ConfigError, match=r"unknown method\(spml\).loss 'nope'"):
         SpmlConfig(loss="nope")
+    with pytest.raises(ConfigError, match=r"select_labels 'dirty'; valid: clean, single_pos"):
+        parse_config({"method": {"name": "spml", "select_labels": "dirty"},
+                      "data": {"name": "digit_grid"}})
 
 
 def test_em_apl_run_resumes_with_its_label_store(tmp_path, tiny, monkeypatch):

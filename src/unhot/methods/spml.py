@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from unhot.config import ConfigError, RunConfig
+from unhot.config import ConfigError, RunConfig, choice
 from unhot.label_store import PseudoLabelStore, apl_update
 from unhot.labels import COLE_SEED
 from unhot.losses import (
@@ -68,13 +68,10 @@ class SpmlConfig:
     ls_eps: float = 0.1
     reduction: str = "sum_over_bc"
     select: str | None = None
-    select_labels: str = "clean"
+    select_labels: str = choice("clean", tuple(SELECT_LABELS))
     role_lr_mult: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.select_labels not in SELECT_LABELS:
-            raise ConfigError(f"method(spml).select_labels must be one of "
-                              f"{', '.join(SELECT_LABELS)}, got '{self.select_labels}'")
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown method(spml).loss '{self.loss}'; valid: "
                               f"{', '.join(LOSSES)}")
