@@ -77,7 +77,14 @@ def variant(base: dict[str, Any], method: str, seed: int, **knobs: Any) -> dict[
     """One run's raw config: ``method`` (MILe keeps the config's knobs unless overridden)."""
     raw = copy.deepcopy(base)
     raw["seed"] = raw["data"]["seed"] = seed
-    raw["method"] = {**base["method"], **knobs} if method == "mile" else {"name": method}
+    if method == "mile":
+        raw["method"] = {**base["method"], **knobs}
+    elif method == "sigmoid":  # MILe's interaction loss, so the same reduction and head init
+        raw["method"] = {"name": method, **{k: base["method"][k] for k in ("reduction",
+                                                                            "head_init")
+                                            if k in base["method"]}}
+    else:
+        raw["method"] = {"name": method}
     raw["name"] = f"{raw['name']}_{method}_s{seed}"
     return raw
 

@@ -17,6 +17,7 @@ from unhot.losses import (
     grad_cam,
     masked_logsumexp,
     pal_n_loss,
+    reference_attention_loss,
     softmax_kd_loss,
     softmax_kl,
     uncertainty,
@@ -201,3 +202,66 @@ def test_attention_loss_normalises_and_resizes():
                             align_corners=False)[:, 0]
     assert attention_loss(a, big).item() == pytest.approx(attention_loss(a, resized).item(),
                                                           rel=1e-6)
+
+
+def _authors_student_loss(z_s, z_t, heads_s, heads_t, temperature=3.0, alpha=1.0,
+                          mimic_alpha=0.1):
+    """The authors' UD student loss (LcDog/ud selective_fc_kd_att.py:23-89, the engine's mean
+    over a zeros(B) vector holding the total in its first entry), written from their formulas
+    with global average pooling: kl_div on log-probabilities with reduction sum, channel
+    weights softmax(sum_hw grad) detached, MSE mean x 0.1, everything / B."""
+    b, t = z_s.shape[0], temperature
+
+    def outputs(z, heads):
+        pooled = z.mean(dim=(2, 3))
+        return heads[0](pooled), heads[1](pooled)
+
+    def attention(z, heads, keep_graph):
+        leaf = z.detach().requires_grad_(True)
+        cls, cal = outputs(leaf, heads)
+        F.kl_div(cls.softmax(1).log(), cal.softmax(1), reduction="sum").backward()
+        weights = leaf.grad.sum(dim=[2, 3], keepdim=True).softmax(dim=1).detach()
+        return (weights * (z if keep_graph else leaf.detach())).sum(dim=1)
+
+    s_cls, s_cal = outputs(z_s, heads_s)
+    t_cls, t_cal = (o.detach() for o in outputs(z_t, heads_t))
+    mimic = F.mse_loss(attention(z_s, heads_s, True), attention(z_t, heads_t, False)) * mimic_alpha
+    select_kd = F.kl_div((s_cal / t).softmax(1).log(), (t_cal / t).softmax(1),
+                         reduction="sum") * t**2
+    kd = (F.kl_div((s_cls / t).sigmoid().log(), (t_cls / t).sigmoid(), reduction="sum")
+          + F.kl_div((1 - (s_cls / t).sigmoid()).log(), 1 - (t_cls / t).sigmoid(),
+                     reduction="sum")) / 2 * t**2 / s_cls.shape[1]
+    return ((select_kd * alpha + kd) / 2 + mimic) / b
+
+
+def test_ud_defaults_reproduce_the_authors_student_loss_and_gradient():
+    """unhot's UD terms at the default weights (kd 0.25, alpha 0.5, beta 0.1, reference
+    attention) equal the authors' loss on the same tensors, value and gradient."""
+    g = torch.Generator().manual_seed(5)
+    heads_s, heads_t = (_heads(6, 4), torch.nn.Linear(6, 4)), (_heads(6, 4), torch.nn.Linear(6, 4))
+    z_t = torch.randn(3, 6, 3, 3, generator=g)
+    z_s = torch.randn(3, 6, 3, 3, generator=g, requires_grad=True)
+    reference = _authors_student_loss(z_s, z_t, heads_s, heads_t)
+    (ref_grad,) = torch.autograd.grad(reference, z_s)
+
+    def pooled_outputs(z, heads):
+        return heads[0](z.mean(dim=(2, 3))), heads[1](z.mean(dim=(2, 3)))
+
+    s_cls, s_cal = pooled_outputs(z_s, heads_s)
+    leaf_t = z_t.clone().requires_grad_(True)
+    t_cls, t_cal = pooled_outputs(leaf_t, heads_t)
+    t_map = grad_cam(uncertainty(t_cal, t_cls).sum(), leaf_t, create_graph=False,
+                     channel_softmax=True).detach()
+    s_map = grad_cam(uncertainty(s_cal, s_cls).sum(), z_s, create_graph=False,
+                     channel_softmax=True)
+    ours = (0.25 * binary_kd_loss(s_cls, t_cls.detach())
+            + 0.5 * softmax_kd_loss(s_cal, t_cal.detach())
+            + 0.1 * reference_attention_loss(s_map, t_map))
+    (our_grad,) = torch.autograd.grad(ours, z_s)
+    assert ours.item() == pytest.approx(reference.item(), rel=1e-5)
+    torch.testing.assert_close(our_grad, ref_grad, rtol=1e-4, atol=1e-7)
+
+
+def test_reference_attention_loss_is_mse_over_batch_size():
+    a, b = torch.zeros(2, 2, 2), torch.ones(2, 2, 2)
+    assert reference_attention_loss(a, 3 * b).item() == pytest.approx(9.0 / 2)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from unhot.config import OptimConfig, parse_config
+from unhot.config import OptimConfig, parse_config, to_dict
 from unhot.engine import (
+    Engine,
     EpochShuffleSampler,
     StageRunner,
     derive_seed,
@@ -122,3 +123,16 @@ def test_checkpoint_records_processes_and_old_checkpoints_still_resume(tmp_path,
     resumed = Engine(cfg, out).run()
     for key, value in expected.items():
         assert resumed[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_bce_full_trains_the_oracle_and_saves_its_own_name(tmp_path, tiny):
+    """bce and bce_full share their knobs; each run still trains and records its own method."""
+    import yaml
+
+    cfg = parse_config(tiny("bce_full"))
+    assert to_dict(cfg)["method"]["name"] == "bce_full"
+    engine = Engine(cfg, tmp_path)
+    assert engine.stages[0].task.full_labels
+    engine.run()
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["method"]["name"] == "bce_full"

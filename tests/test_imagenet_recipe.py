@@ -39,7 +39,12 @@ def imagenet_fixture(root: Path) -> Path:
 
 def test_recipe_is_the_paper_setting():
     raw = yaml.safe_load(CONFIG.read_text())
-    assert raw["method"] == {"name": "mile", "k_t": 2000, "k_s": 2000, "rho": 0.25}
+    assert raw["method"] == {"name": "mile", "k_t": 2000, "k_s": 2000, "rho": 0.25,
+                             "reduction": "sum_over_b", "head_init": "minus_log_c"}
+    # The authors' optimiser: with the loss summed over classes their lr carries over.
+    optim = raw["optim"]
+    assert (optim["name"], optim["nesterov"], optim["schedule"]) == ("sgd", True, "constant")
+    assert optim["lr"] == pytest.approx(0.1 * 8 * optim["batch_size"] / 256)
     assert raw["model"]["backbone"] == "resnet50"
     assert raw["data"]["name"] == "image_folder" and raw["data"]["real_json"] == "real.json"
 

@@ -295,6 +295,35 @@ def test_ece_hand() -> None:
     assert M.expected_calibration_error([[0.0, 1.0]], [[1, 0]]) == 1.0
 
 
+def test_classwise_ece_hand() -> None:
+    """Song et al.'s eq. 2: each class's column binned on its own, then the mean."""
+    scores = np.array([[0.2, 0.9], [0.2, 0.9], [0.7, 0.1]])
+    labels = np.array([[0, 1], [1, 1], [1, 0]])
+    # class 0: (0, .5] conf .2 freq .5 (2 entries), (.5, 1] conf .7 freq 1 -> (2*.3 + .3) / 3
+    # class 1: (0, .5] conf .1 freq 0, (.5, 1] conf .9 freq 1 -> (.1 + 2*.1) / 3
+    assert M.classwise_calibration_error(scores, labels, n_bins=2) == pytest.approx(
+        (0.9 / 3 + 0.3 / 3) / 2)
+    # Pooled, the classes share bins: (0, .5] conf 1/6 freq 1/3, (.5, 1] conf 5/6 freq 1.
+    assert M.expected_calibration_error(scores, labels, n_bins=2) == pytest.approx(
+        (3 * (1 / 3 - 1 / 6) + 3 * (1 - 5 / 6)) / 6)
+
+
+def test_top1_ece_hand_and_pooled_ece_says_nothing_for_softmax() -> None:
+    """For softmax outputs against multi-label truth the pooled ECE is mean(y) - 1/C whenever
+    every bin is under-confident, whatever the model: top-1 calibration is what means something."""
+    labels = np.array([[1, 1, 0, 1], [1, 1, 1, 0], [0, 1, 1, 1]], bool)
+    good = np.array([[0.7, 0.1, 0.1, 0.1], [0.1, 0.7, 0.1, 0.1], [0.1, 0.1, 0.7, 0.1]])
+    flat = np.where(good > 0.5, 0.4, 0.2)  # another model, every bin under-confident too
+    for scores in (good, flat):
+        assert M.expected_calibration_error(scores, labels) == pytest.approx(
+            labels.mean() - 1 / 4)
+    assert M.top1_calibration_error(flat, labels) == pytest.approx(0.6)
+    bad = np.array([[0.1, 0.1, 0.7, 0.1], [0.1, 0.1, 0.1, 0.7], [0.7, 0.1, 0.1, 0.1]])
+    # top-1 at confidence .7: good is always in the true set (|1 - .7|), bad never (|0 - .7|).
+    assert M.top1_calibration_error(good, labels) == pytest.approx(0.3)
+    assert M.top1_calibration_error(bad, labels) == pytest.approx(0.7)
+
+
 @settings(max_examples=60, deadline=None)
 @given(arrays(np.float64, st.tuples(st.integers(1, 10), st.integers(1, 5)),
               elements=st.floats(0, 1)), st.data(), st.integers(1, 20))
@@ -321,7 +350,7 @@ def test_ece_zero_for_calibrated_construction(groups, n_bins) -> None:
 # -- compute_metrics ---------------------------------------------------------------------------
 BASE_KEYS = {"mAP", "CP", "CR", "CF1", "OP", "OR", "OF1", "CP_top3", "CR_top3", "CF1_top3",
              "OP_top3", "OR_top3", "OF1_top3", "real_acc", "real_f1@0.25", "real_f1@0.5",
-             "label_coverage@0.25", "label_coverage@0.5", "ECE"}
+             "label_coverage@0.25", "label_coverage@0.5", "ECE", "ECE_class"}
 TARGET_KEYS = {"top1", "top5", "label_recovery@0.25", "label_recovery@0.5"}
 
 
@@ -340,6 +369,10 @@ def test_compute_metrics_keys_values_and_json() -> None:
     assert out["real_f1@0.25"] == pytest.approx(M.real_f1(scores, labels, 0.25))
     assert out["label_coverage@0.5"] == pytest.approx(M.label_coverage(scores, 0.5))
     assert out["ECE"] == pytest.approx(M.expected_calibration_error(scores, labels))
+    assert out["ECE_class"] == pytest.approx(M.classwise_calibration_error(scores, labels))
+    softmax = M.compute_metrics(scores, labels, output="softmax")
+    assert "ECE" not in softmax and "ECE_class" not in softmax
+    assert softmax["ECE_top1"] == pytest.approx(M.top1_calibration_error(scores, labels))
     assert out["top5"] == pytest.approx(M.topk_accuracy(scores, target, 5))
     assert out["label_recovery@0.5"] == pytest.approx(
         M.label_recovery(scores, labels, target, 0.5))

@@ -39,6 +39,32 @@ def test_config_defaults_and_errors_name_the_key():
                       "data": {"name": "digit_grid", "source": "sklearn"}})
 
 
+def test_defaults_follow_the_authors_code():
+    """MILe's code: BCE summed over classes (rescale_sigmoid) and a -log C head bias."""
+    task = MileTask(MileConfig())
+    assert MileConfig().reduction == "sum_over_b"
+    assert task.head_bias(1000) == pytest.approx(-np.log(1000))
+    assert MileTask(MileConfig(head_init="default")).head_bias(1000) is None
+
+
+def test_sum_reduction_equals_mean_at_lr_over_c_and_wd_times_c():
+    """SGD with momentum on the class-summed loss at (lr / C, wd x C) takes exactly the steps
+    of the class-mean loss at (lr, wd): the conversion the grid configs rely on."""
+    images, batch = _batch(0)
+    models = {}
+    for reduction, lr, wd in (("mean_observed", 0.3, 5e-4), ("sum_over_b", 0.3 / C, 5e-4 * C)):
+        model = _model()
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
+        for _ in range(3):
+            opt.zero_grad()
+            assume_negative_bce(model(images).logits, batch["positive"], reduction).backward()
+            opt.step()
+        models[reduction] = model
+    for a, b in zip(models["mean_observed"].parameters(), models["sum_over_b"].parameters(),
+                    strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_pseudo_labels_threshold_probabilities_not_logits():
     logits = torch.tensor([[-2.0, -0.5, 0.5, -1.2, 3.0]])
     # sigmoid: 0.119, 0.378, 0.622, 0.231, 0.953; thresholding logits at 0.25 would keep 2 only.
@@ -105,7 +131,7 @@ def test_teacher_is_a_frozen_eval_snapshot_on_the_same_batch():
                 assert torch.equal(value, kept_state[key]), key
             with torch.no_grad():
                 target = torch.sigmoid(teacher(ctx.images).logits) > 0.3
-            expected = assume_negative_bce(ctx.student_output().logits, target)
+            expected = assume_negative_bce(ctx.student_output().logits, target, "sum_over_b")
             assert losses["bce_imitation"].item() == pytest.approx(expected.item(), abs=1e-6)
         calls.clear()
 
@@ -127,9 +153,9 @@ def test_keep_ground_truth_ors_the_given_label_into_the_pseudo_label():
         results[keep] = (task.losses(ctx)["bce_imitation"], ctx.student_output().logits)
     empty = torch.zeros_like(batch["positive"])
     assert results[False][0].item() == pytest.approx(
-        assume_negative_bce(results[False][1], empty).item(), abs=1e-6)
+        assume_negative_bce(results[False][1], empty, "sum_over_b").item(), abs=1e-6)
     assert results[True][0].item() == pytest.approx(
-        assume_negative_bce(results[True][1], batch["positive"]).item(), abs=1e-6)
+        assume_negative_bce(results[True][1], batch["positive"], "sum_over_b").item(), abs=1e-6)
 
 
 def test_resumed_state_restores_the_saved_teacher_and_a_missing_one_is_an_error():

@@ -186,3 +186,51 @@ def test_student_init_starts_from_the_checkpoint_of_the_same_architecture(tmp_pa
     engine = Engine(parse_config(raw), tmp_path / "other")
     with pytest.raises(RunError, match="small_cnn"):
         StageRunner(engine, engine.stages[0], 0, {"stages": {}})
+
+
+@pytest.mark.parametrize("method", ["refinery", "softmax"])
+def test_softmax_methods_on_multi_label_voc_refuse_before_any_folder_or_train_single_positive(
+        tmp_path, method):
+    """VOC images with several objects have no single label: a one-line error that says what
+    to set, no run folder; with label_regime single_positive (one kept positive) they train."""
+    from readers_fixtures import voc_dataset
+
+    from unhot.data.voc import VOC_CLASSES
+
+    values = {"000005": {"chair": 1}, "000007": {"car": 1, "person": 1}, "000009": {"dog": 1}}
+    voc_dataset(tmp_path / "voc", "trainval", values, list(VOC_CLASSES))
+    voc_dataset(tmp_path / "voc", "test", {"000001": {"cat": 1}}, list(VOC_CLASSES))
+    raw = {"method": {"name": method, **({"generations": 2} if method == "refinery" else {})},
+           "data": {"name": "voc", "root": str(tmp_path / "voc"), "image_size": 8},
+           "model": {"backbone": "small_cnn", "width": 4},
+           "optim": {"epochs": 1, "batch_size": 2},
+           "train": {"eval_every": 0, "threads": 1, "progress": False}}
+    with pytest.raises(RunError, match=r"1 of 3 training images have none or several "
+                                       r"\(first: 'JPEGImages/000007.jpg'\); set "
+                                       r"data.label_regime=single_positive") as err:
+        Engine(parse_config(raw), tmp_path / "run").run()
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run").exists()
+    raw["data"]["label_regime"] = "single_positive"
+    metrics = Engine(parse_config(raw), tmp_path / "run").run()
+    assert "ECE_top1" in metrics and "ECE" not in metrics  # softmax outputs: top-1 calibration
+
+
+def test_adversarial_eta_is_in_the_papers_pixel_units():
+    """eta = 1 on [0, 255] pixels is a step of eta / 127.5^2 on inputs x / 127.5 - 1: the same
+    image as the paper's step taken in pixel space and mapped back."""
+    torch.manual_seed(1)
+    model = LinearModel()
+    pixels = torch.rand(3, 1, 8, 8) * 255
+    target = torch.softmax(torch.randn(3, 4), dim=1)
+    inputs = pixels / 127.5 - 1
+
+    def in_pixels(x):
+        return model(x / 127.5 - 1)
+
+    x = pixels.clone().requires_grad_(True)
+    loss = -(target * torch.log_softmax(in_pixels(x).logits, 1)).sum(1).sum()
+    (grad,) = torch.autograd.grad(loss, x)
+    expected = (pixels + 1.0 * grad) / 127.5 - 1
+    jittered = adversarial_jitter(model, inputs, target, eta=1.0)
+    torch.testing.assert_close(jittered, expected, rtol=1e-5, atol=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -87,16 +88,28 @@ def test_apl_marks_lowest_unknowns_cumulatively_never_positives():
     unknown = np.array([[False, True], [True, True], [True, True], [True, False]])
     store = PseudoLabelStore.empty(4, 2)
     # U = (3, 3); epochs - warmup = 2; theta 1 -> floor(3 / 2) = 1 per class per epoch.
-    assert apl_update(store, scores, unknown, 1.0, 3, 1, epochs_done=1) == 0
-    assert apl_update(store, scores, unknown, 1.0, 3, 1, epochs_done=2) == 2
+    # Zhou et al.'s timing: the first marks at the end of epoch `warmup` (here 2 of 3).
+    assert apl_update(store, scores, unknown, 1.0, 3, 2, epochs_done=1) == 0
+    store = PseudoLabelStore.empty(4, 2)
+    assert apl_update(store, scores, unknown, 1.0, 3, 1, epochs_done=1) == 2
     assert store.negative[2, 0] and store.negative[0, 1]
     assert store.target[2, 0] == pytest.approx(0.05)
-    apl_update(store, scores, unknown, 1.0, 3, 1, epochs_done=3)
+    apl_update(store, scores, unknown, 1.0, 3, 1, epochs_done=2)
     assert store.negative[1, 0] and store.negative[1, 1]
     assert not (store.negative & ~unknown).any()
     restored = PseudoLabelStore.empty(0, 0)
     restored.load_state_dict(store.state_dict())
     np.testing.assert_array_equal(restored.negative, store.negative)
+
+
+def test_label_smoothing_targets_follow_cole_ls_coef():
+    """Cole et al.'s ls_coef c: BCE against 1 - c on the positive and c elsewhere."""
+    logits = torch.tensor([[0.3, -1.2]])
+    positive = torch.tensor([[True, False]])
+    p = torch.sigmoid(logits)[0]
+    bce = lambda q, x: -(q * math.log(x) + (1 - q) * math.log(1 - x))  # noqa: E731
+    expected = (bce(0.9, p[0].item()) + bce(0.1, p[1].item())) / 2
+    assert an_label_smoothing(logits, positive, 0.1).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_unknown_loss_is_a_config_error():
@@ -216,3 +229,66 @@ def test_selection_never_uses_the_test_split(tmp_path, tiny):
     with pytest.raises(RunError, match=r"select on the test set; set train\.eval_split=val"):
         Engine(parse_config(raw), tmp_path / "run").run()
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("method", "knobs", "expected"), [
+    ("spml", {"loss": "em_apl"}, None),  # Cole's / Zhou's code: nn.Linear's default init
+    ("spml", {"loss": "an", "head_init": "minus_log_c"}, -math.log(10)),
+    ("sigmoid", {}, -math.log(10)),  # MILe's baseline: MILe's adjust_bias
+    ("mile", {}, -math.log(10)),
+    ("bce", {}, None),
+    ("ud", {}, None),
+])
+def test_head_bias_follows_each_methods_reference(tmp_path, tiny, method, knobs, expected):
+    """The engine builds every stage's head with its own method's init (10 digit classes)."""
+    raw = tiny(method, **knobs)
+    if method == "spml":
+        raw["data"]["label_regime"] = "single_positive"
+    engine = Engine(parse_config(raw), tmp_path)
+    runner = StageRunner(engine, engine.stages[0], 0, engine.folder.read_manifest())
+    bias = runner.acc.unwrap_model(runner.model).head.bias.detach()
+    if expected is None:
+        assert not torch.allclose(bias, torch.full_like(bias, -math.log(10)))
+        assert bias.abs().max() <= 1 / math.sqrt(runner.model.feature_dim) + 1e-6
+    else:
+        assert torch.allclose(bias, torch.full_like(bias, expected))
+
+
+def test_role_without_estimates_is_an_error_not_em():
+    from unhot.methods.base import StepContext
+    from unhot.methods.spml import SpmlTask
+    from unhot.models import ModelOutput
+    from unhot.runs import RunError
+
+    ctx = StepContext(lambda x: ModelOutput(x, None, x, x), torch.zeros(2, 3),
+                      {"positive": torch.eye(2, 3, dtype=torch.bool),
+                       "negative": torch.zeros(2, 3, dtype=torch.bool),
+                       "index": torch.arange(2)}, 0, 0)
+    with pytest.raises(RunError, match="label estimates were never created"):
+        SpmlTask(SpmlConfig(loss="role")).losses(ctx)
+
+
+def test_early_stop_after_patience_epochs_without_gain_and_resume(tmp_path, tiny, monkeypatch):
+    """patience 1 (Zhou et al.'s code) stops at the first epoch whose validation mAP does not
+    improve, tests the best epoch, and a run killed after that decision stops the same way."""
+    raw = tiny("spml", loss="an", select="mAP", patience=1)
+    raw["data"].update(label_regime="single_positive", n_val=64)
+    raw["train"]["eval_split"] = "val"
+    raw["optim"].update(epochs=12, lr=0.5)
+    cfg = parse_config(raw)
+    final = Engine(cfg, tmp_path / "a").run()
+    rows = [r for r in RunFolder(tmp_path / "a").read_manifest()["stages"]["train"]["history"]
+            if "val/mAP" in r]
+    values = [r["val/mAP"] for r in rows]
+    assert len(values) < 12, "the run should have stopped early"
+    assert values[-1] <= max(values[:-1])  # the last epoch brought no gain ...
+    assert all(b > a for a, b in itertools.pairwise(values[:-1]))  # ... the others did
+    original = StageRunner._finish
+    monkeypatch.setattr(StageRunner, "_finish", lambda self: (_ for _ in ()).throw(
+        KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        Engine(cfg, tmp_path / "b").run()
+    monkeypatch.setattr(StageRunner, "_finish", original)
+    assert Engine(cfg, tmp_path / "b").run() == pytest.approx(final, abs=1e-6)
+    with pytest.raises(ConfigError, match="patience"):
+        SpmlConfig(patience=1)  # needs select

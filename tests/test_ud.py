@@ -47,11 +47,12 @@ def _model(calibration: bool = True, width: int = 4, seed: int = 0) -> torch.nn.
     return build_model("small_cnn", 1, 5, width=width, calibration_head=calibration)
 
 
-def test_defaults_follow_the_paper_and_bad_values_name_the_key():
+def test_defaults_follow_the_authors_code_and_bad_values_name_the_key():
     cfg = UdConfig()
-    assert (cfg.lam, cfg.temperature, cfg.alpha, cfg.beta, cfg.cls_balance) == (
-        0.1, 3.0, 0.5, 0.5, 0.0)
-    assert KdConfig().lam == 0.0
+    # LcDog/ud selective_fc_kd_att.py:67-89 (+ the engine's /B) in unhot's per-sample means.
+    assert (cfg.lam, cfg.temperature, cfg.kd_weight, cfg.alpha, cfg.beta, cfg.attention,
+            cfg.cls_balance) == (0.1, 3.0, 0.25, 0.5, 0.1, "reference", 0.0)
+    assert KdConfig().lam == 0.0 and KdConfig().kd_weight == 1.0
     with pytest.raises(ConfigError, match=r"method\.difficult"):
         UdConfig(difficult="hard")
     with pytest.raises(ConfigError, match=r"method\.temperature"):
@@ -117,32 +118,43 @@ def test_distillation_terms_vanish_when_student_equals_teacher():
         assert value.item() == pytest.approx(0.0, abs=1e-5), name
 
 
-def test_ud_student_gets_gradients_and_the_teacher_none():
+@pytest.mark.parametrize("attention", ["reference", "normalized"])
+def test_ud_student_gets_gradients_and_the_teacher_none(attention):
     teacher = _model(width=8, seed=1).eval().requires_grad_(False)
     student = _model(seed=2)
     batch = _batch()
     batch["positive"][:, 0] = True
     ctx = StepContext(student, torch.rand(4, 1, 16, 16), batch, 0, 0, teacher=teacher)
-    terms = DistillTask(UdConfig(cls_balance=0.3), alpha=0.5, beta=0.5).losses(ctx)
+    terms = DistillTask(UdConfig(cls_balance=0.3), alpha=0.5, beta=0.5,
+                        attention=attention).losses(ctx)
     assert set(terms) == {"kd", "kd_cal", "attention", "bce"}
     assert all(v.item() > 0 for v in terms.values())
     terms["attention"].backward()
     stem = student.backbone.features[0][0].weight
     assert stem.grad is not None and stem.grad.abs().sum() > 0
-    assert student.head.weight.grad.abs().sum() > 0  # second-order path through the weights
+    # normalized: a second-order path through the channel weights into the heads; reference
+    # (the authors' code): the weights are detached, only the feature map gets a gradient.
+    head_grad = student.head.weight.grad
+    if attention == "normalized":
+        assert head_grad.abs().sum() > 0
+    else:
+        assert head_grad is None
     assert all(p.grad is None for p in teacher.parameters())
 
 
-def test_teacher_map_matches_a_differentiable_reference_and_unhooks():
+@pytest.mark.parametrize("channel_softmax", [False, True])
+def test_teacher_map_matches_a_differentiable_reference_and_unhooks(channel_softmax):
     teacher = _model(width=8, seed=3).eval().requires_grad_(False)
     images = torch.rand(3, 1, 16, 16)
-    out, cam = teacher_uncertainty_map(teacher, images, relu=False)
+    out, cam = teacher_uncertainty_map(teacher, images, relu=False,
+                                       channel_softmax=channel_softmax)
     assert cam.shape == out.feature_map.shape[:1] + out.feature_map.shape[2:]
     assert not cam.requires_grad and not out.logits.requires_grad
     reference = copy.deepcopy(teacher).requires_grad_(True)
     ref_out = reference(images)
     ref_cam = grad_cam(uncertainty(ref_out.calibration, ref_out.logits).sum(),
-                       ref_out.feature_map, create_graph=False)
+                       ref_out.feature_map, create_graph=False,
+                       channel_softmax=channel_softmax)
     assert torch.allclose(cam, ref_cam, atol=1e-6)
     assert not teacher(images).feature_map.requires_grad  # the hook is gone
 

@@ -19,13 +19,16 @@ from torch import Tensor
 
 from unhot.config import AugmentConfig
 
+PIXEL_SCALE = 127.5
+"""Pixels x in [0, 255] become network inputs ``x / PIXEL_SCALE - 1`` in [-1, 1]."""
+
 
 def to_float(images: Tensor) -> Tensor:
     """uint8 [0, 255] -> float32 in [-1, 1]: ``x / 127.5 - 1``; float inputs (precomputed
     features) pass through unchanged."""
     if images.dtype != torch.uint8:
         return images.float()
-    return images.float().div_(127.5).sub_(1.0)
+    return images.float().div_(PIXEL_SCALE).sub_(1.0)
 
 
 def crop_boxes(n: int, scale: tuple[float, float], ratio: tuple[float, float],

@@ -62,7 +62,8 @@ def metrics_command(args: argparse.Namespace) -> int:
     target = load_array(args.target, "target") if args.target else None
     difficult = load_array(args.difficult, "difficult") if args.difficult else None
     try:
-        result = compute_metrics(scores, labels, target, args.threshold, difficult)
+        result = compute_metrics(scores, labels, target, args.threshold, difficult,
+                                 args.output)
     except MetricsInputError as err:
         # Name the file behind the array the message is about ("labels[3, 1] = 2 ...").
         names = ("scores", "labels", "target", "difficult")
@@ -211,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--threshold", type=float, default=0.5)
     met.add_argument("--difficult", help="N x C 0/1 'difficult' marks (skipped by AP; adds "
                      "mAP_difficult)")
+    met.add_argument("--output", choices=("sigmoid", "softmax"), default="sigmoid",
+                     help="what the scores are: independent sigmoids (ECE, ECE_class) or one "
+                     "softmax per row (ECE_top1 instead)")
     met.set_defaults(func=metrics_command)
 
     rel = sub.add_parser("relabel", help="write a trained model's refined labels for a dataset")

@@ -186,6 +186,7 @@ class Engine:
                            f"is '{self.cfg.train.eval_split}': that would select on the test "
                            f"set; set train.eval_split=val (and give the data a validation "
                            f"split)")
+        self._check_single_labels()
         created = self.folder.claim(to_dict(self.cfg), RESULT_NEUTRAL_KEYS) \
             if self.is_main else False
         self.accelerator.wait_for_everyone()
@@ -195,6 +196,20 @@ class Engine:
             if created:
                 self.folder.release()
             raise
+
+    def _check_single_labels(self) -> None:
+        """A softmax stage needs one given label per training image; multi-label data (VOC,
+        COCO, a CSV with label sets) is refused before any folder is made."""
+        stage = next((s for s in self.stages if s.task.needs_single_label), None)
+        missing = self.data.train.target < 0
+        if stage is None or not missing.any():
+            return
+        first = self.data.train.ids[int(np.argmax(missing))]
+        raise RunError(f"stage '{stage.name}' trains softmax cross-entropy on one label per "
+                       f"image, but {int(missing.sum())} of {len(missing)} training images have "
+                       f"none or several (first: '{first}'); set data.label_regime="
+                       f"single_positive to keep one positive per image (Cole et al.'s "
+                       f"protocol), or use a sigmoid method")
 
     def _run_stages(self) -> dict[str, float]:
         manifest = self.folder.read_manifest()
@@ -345,7 +360,7 @@ class StageRunner:
     # -- training ------------------------------------------------------------------------
     def run(self) -> dict[str, float]:
         """Train the remaining epochs, then save the stage's weights and test metrics."""
-        while self.epoch < self.epochs:
+        while self.epoch < self.epochs and not self._out_of_patience():
             result = self.train_epoch()
             self.epoch += 1
             self.task.on_epoch_end(self)
@@ -435,7 +450,8 @@ class StageRunner:
         observed = split.name == "val" and self.stage.val_labels == "observed"
         true = split.labels.positive if observed else split.true
         metrics = compute_metrics(scores, true, target, self.cfg.train.threshold,
-                                  split.difficult if split.difficult.any() else None)
+                                  split.difficult if split.difficult.any() else None,
+                                  self.task.output)
         return metrics, scores
 
     def _epoch_row(self, result: EpochResult) -> dict[str, Any]:
@@ -453,6 +469,19 @@ class StageRunner:
             if self.stage.keep_best:
                 self._track_best(metrics)
         return row
+
+    def _out_of_patience(self) -> bool:
+        """Early stop: ``patience`` epochs since the best ``keep_best`` epoch (from the
+        history, so a resumed run stops where the uninterrupted one would)."""
+        patience, key = self.stage.patience, self.stage.keep_best
+        if patience is None or key is None:
+            return False
+        values = [row[f"{self.cfg.train.eval_split}/{key}"] for row in self.history]
+        if not values:
+            return False
+        sign = 1.0 if self.stage.keep_best_mode == "max" else -1.0
+        best = max(range(len(values)), key=lambda i: (sign * values[i], -i))
+        return len(values) - 1 - best >= patience
 
     def _track_best(self, metrics: dict[str, float]) -> None:
         """Save the weights when the ``keep_best`` metric improves (ties keep the earlier)."""
@@ -509,7 +538,8 @@ class StageRunner:
                       target=test.target, difficult=test.difficult,
                       ids=np.asarray(test.ids, dtype=str))
             reliability_diagram(scores, test.true, folder.stage_dir(self.stage.name) /
-                                "reliability.png", f"{self.cfg.name}, stage {self.stage.name}")
+                                "reliability.png", f"{self.cfg.name}, stage {self.stage.name}",
+                                top1=self.task.output == "softmax")
             final = {"stage": self.stage.name, "epoch": self.epoch, "final": True,
                      **{f"test/{k}": v for k, v in metrics.items()}}
             self.history.append(final)

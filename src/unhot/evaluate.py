@@ -63,4 +63,5 @@ def evaluate_run(run: Path, data_file: str | None = None, overrides: list[str] |
     test = data.test
     target = test.target if (test.target >= 0).any() else None
     difficult = test.difficult if test.difficult.any() else None
-    return compute_metrics(scores, test.true, target, cfg.train.threshold, difficult)
+    return compute_metrics(scores, test.true, target, cfg.train.threshold, difficult,
+                           stage.task.output)

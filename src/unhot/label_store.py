@@ -62,12 +62,13 @@ def apl_update(store: PseudoLabelStore, scores: np.ndarray, unknown: np.ndarray,
     """Mark this epoch's APL pseudo-negatives in ``store``; return how many were marked.
 
     ``scores`` [N, C] are the model's probabilities on the training set (index order);
-    ``unknown`` [N, C] the entries the dataset leaves unknown. Nothing happens before
-    ``epochs_done > warmup``.
+    ``unknown`` [N, C] the entries the dataset leaves unknown. The first marks come at the end
+    of epoch ``warmup`` (``epochs_done >= warmup``, Zhou et al.'s code), so the
+    ``epochs - warmup`` updates that still train mark ``theta`` of the unknowns in all.
     """
     if store.initial_unknown is None:
         store.initial_unknown = unknown.sum(axis=0)
-    if epochs_done <= warmup or epochs <= warmup:
+    if epochs_done < warmup or epochs <= warmup:
         return 0
     per_class = np.floor(theta * store.initial_unknown / (epochs - warmup)).astype(int)
     candidates = unknown & ~store.negative

@@ -11,7 +11,11 @@ Conventions (see ``METHODS.md``):
 - CP/CR/CF1 macro, CF1 = harmonic mean of CP and CR (uncertainty distillation, seed 002);
   OP/OR/OF1 micro; at ``p >= threshold`` and for the top-3 set.
 - ReaL accuracy, ReaL-F1@t, label coverage and label recovery (MILe, seed 000).
-- ECE over all (sample, class) entries with equal-width bins ``(lo, hi]``.
+- ECE over all (sample, class) entries with equal-width bins ``(lo, hi]`` (pooled), and the
+  uncertainty-distillation paper's per-class ECE (eq. 2: each class's column binned on its own,
+  averaged over classes). For softmax outputs scored against multi-label truth both say nothing
+  about the model (pooled ECE is ``mean(y) - 1/C`` whenever every bin is under-confident), so
+  :func:`compute_metrics` reports the top-1 confidence calibration instead.
 
 A metric undefined on the data (e.g. no image with a non-empty true set) is ``float('nan')``.
 """
@@ -399,6 +403,33 @@ def expected_calibration_error(scores: object, labels: object, n_bins: int = 15)
     return _ece(s, y, _positive_int("n_bins", n_bins))
 
 
+def _class_ece(s: np.ndarray, y: np.ndarray, n_bins: int) -> float:
+    return float(np.mean([_ece(s[:, [c]], y[:, [c]], n_bins) for c in range(s.shape[1])]))
+
+
+def classwise_calibration_error(scores: object, labels: object, n_bins: int = 15) -> float:
+    """Per-class ECE (Song et al., ACM MM 2021, eq. 2): for each class ``c`` the ECE of its
+    column, ``sum_b |B_bc| / N * |freq_bc - conf_bc|`` with the bins of
+    :func:`reliability_bins`, then the mean over the C classes. In [0, 1]."""
+    s, y, _, _ = validate_inputs(scores, labels)
+    return _class_ece(s, y, _positive_int("n_bins", n_bins))
+
+
+def _top1_ece(s: np.ndarray, y: np.ndarray, n_bins: int) -> float:
+    top = s.argmax(axis=1)
+    rows = np.arange(len(s))
+    return _ece(s[rows, top][:, None], y[rows, top][:, None], n_bins)
+
+
+def top1_calibration_error(scores: object, labels: object, n_bins: int = 15) -> float:
+    """ECE of the top-1 confidence: bins of ``max_c p_ic`` (as :func:`reliability_bins`)
+    against whether the top-1 class is in image i's true set (Guo et al. 2017 with ReaL
+    correctness). The calibration that means something for a softmax classifier scored
+    against multi-label truth."""
+    s, y, _, _ = validate_inputs(scores, labels)
+    return _top1_ece(s, y, _positive_int("n_bins", n_bins))
+
+
 # -- everything at once ------------------------------------------------------------------------
 def _suffixed(d: dict[str, float], suffix: str) -> dict[str, float]:
     return {f"{k}{suffix}": v for k, v in d.items()}
@@ -410,16 +441,19 @@ def compute_metrics(
     target: object = None,
     threshold: float = 0.5,
     difficult: object = None,
+    output: str = "sigmoid",
 ) -> dict[str, float]:
     """All metrics as plain floats (fractions in [0, 1], or ``nan`` where undefined).
 
     Keys: ``mAP`` (empty classes count 0, difficult skipped); ``CP CR CF1 OP OR OF1`` at
     ``p >= threshold`` and the same with suffix ``_top3`` for the top-3 set; ``real_acc``;
     ``real_f1@{0.25,0.5}``; ``label_coverage@{0.25,0.5}`` (a mean set size, >= 1, not a
-    fraction); ``ECE`` (15 bins). With ``target``: ``top1``, ``top5`` (top-C if C < 5),
-    ``label_recovery@{0.25,0.5}``, computed over rows with ``target >= 0`` and omitted when there
-    are none. With ``difficult`` having any True entry: ``mAP_difficult`` = mAP over the images
-    that have at least one difficult entry (difficult entries still skipped).
+    fraction); for ``output="sigmoid"`` ``ECE`` (pooled) and ``ECE_class`` (per class), for
+    ``output="softmax"`` ``ECE_top1`` instead (15 bins each). With ``target``: ``top1``,
+    ``top5`` (top-C if C < 5), ``label_recovery@{0.25,0.5}``, computed over rows with
+    ``target >= 0`` and omitted when there are none. With ``difficult`` having any True
+    entry: ``mAP_difficult`` = mAP over the images that have at least one difficult entry
+    (difficult entries still skipped).
     """
     s, y, tgt, diff = validate_inputs(scores, labels, target, difficult)
     t = _threshold(threshold)
@@ -430,7 +464,11 @@ def compute_metrics(
     for rho in (0.25, 0.5):
         out[f"real_f1@{rho}"] = _real_f1(s, y, rho)
         out[f"label_coverage@{rho}"] = _coverage(s, rho)
-    out["ECE"] = _ece(s, y, 15)
+    if output == "softmax":
+        out["ECE_top1"] = _top1_ece(s, y, 15)
+    else:
+        out["ECE"] = _ece(s, y, 15)
+        out["ECE_class"] = _class_ece(s, y, 15)
     if tgt is not None and _given(tgt).any():
         out["top1"] = _topk_accuracy(s, tgt, 1)
         out["top5"] = _topk_accuracy(s, tgt, 5)

@@ -15,10 +15,17 @@ from unhot.runs import atomic_path
 
 
 def reliability_diagram(scores: np.ndarray, labels: np.ndarray, path: Path, title: str,
-                        n_bins: int = 15) -> None:
+                        n_bins: int = 15, top1: bool = False) -> None:
     """Write a reliability diagram PNG: per bin of predicted probability (15 equal-width bins
     over all (image, class) entries, as ECE), the fraction of entries that are true labels,
-    against the diagonal of perfect calibration, with the bin counts underneath."""
+    against the diagonal of perfect calibration, with the bin counts underneath. ``top1``
+    (softmax outputs): the top-1 confidence of each image against whether that class is in its
+    true set instead (as ECE_top1)."""
+    what = "all image-class entries"
+    if top1:
+        rows, best = np.arange(len(scores)), scores.argmax(axis=1)
+        scores, labels = scores[rows, best][:, None], labels[rows, best][:, None]
+        what = "top-1 confidence per image"
     bins = reliability_bins(scores, labels, n_bins)
     ece = expected_calibration_error(scores, labels, n_bins)
     centres = (bins["edges"][:-1] + bins["edges"][1:]) / 2
@@ -30,8 +37,7 @@ def reliability_diagram(scores: np.ndarray, labels: np.ndarray, path: Path, titl
     top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     top.set_ylabel("fraction true")
     top.set_ylim(0, 1)
-    top.set_title(f"{title}\nECE {100 * ece:.2f} % ({n_bins} bins, all image-class entries)",
-                  fontsize=9)
+    top.set_title(f"{title}\nECE {100 * ece:.2f} % ({n_bins} bins, {what})", fontsize=9)
     top.legend(fontsize=8, loc="lower right", framealpha=0.9)
     bottom.bar(centres, bins["count"], width=width * 0.9, color="tab:gray")
     bottom.set_yscale("symlog")

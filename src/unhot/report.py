@@ -28,7 +28,8 @@ from unhot.runs import RunError, RunFolder, atomic_write, read_json
 from unhot.weights import read_architecture
 
 TABLE_KEYS = ("top1", "real_acc", "real_f1@0.25", "real_f1@0.5", "label_coverage@0.25", "mAP",
-              "ECE")
+              "ECE", "ECE_class", "ECE_top1")
+"""ECE and ECE_class for sigmoid outputs, ECE_top1 for softmax ones (see unhot.metrics)."""
 THRESHOLDS = np.linspace(0.05, 0.95, 19)
 EXAMPLES = 8
 
@@ -83,7 +84,8 @@ def run_figures(run: RunSummary, out: Path) -> tuple[dict[str, str], str]:
              "ap": f"{run.name}_ap.png"}
     plots.training_curves(run.rows, out / files["curves"], run.name)
     scores, true = run.predictions["scores"], run.predictions["true"]
-    plots.reliability_diagram(scores, true, out / files["reliability"], run.name)
+    plots.reliability_diagram(scores, true, out / files["reliability"], run.name,
+                              top1="ECE_top1" in run.stage_metrics[run.stage])
     plots.class_ap_bars(average_precision_per_class(scores, true), run.class_names,
                         out / files["ap"], run.name)
     try:
@@ -112,7 +114,7 @@ def metrics_table(runs: list[RunSummary]) -> list[list[str]]:
     rows = [["run", "stage", *TABLE_KEYS]]
     for run in runs:
         for stage, metrics in run.stage_metrics.items():
-            cells = [format_metric(k, metrics.get(k, float("nan"))) for k in TABLE_KEYS]
+            cells = [format_metric(k, metrics[k]) if k in metrics else "-" for k in TABLE_KEYS]
             rows.append([run.name, stage, *cells])
     return rows
 

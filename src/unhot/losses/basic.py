@@ -5,6 +5,9 @@ Reductions over the entries of a [B, C] loss matrix are named:
 
 - ``"mean_observed"``: sum over the entries in ``mask`` / number of such entries;
 - ``"sum_over_bc"``: sum over the entries in ``mask`` / (B * C) (Cole et al.'s convention);
+- ``"sum_over_b"``: sum over the entries in ``mask`` / B: summed over classes, averaged over the
+  batch (MILe's code, ``rescale_sigmoid``); C times ``sum_over_bc``, so at the same learning
+  rate it steps C times further;
 - ``"none"``: the masked [B, C] matrix (zeros outside ``mask``).
 """
 
@@ -14,20 +17,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-REDUCTIONS = ("mean_observed", "sum_over_bc", "none")
+REDUCTIONS = ("mean_observed", "sum_over_bc", "sum_over_b", "none")
 
 
 def reduce_entries(loss: Tensor, mask: Tensor, reduction: str = "mean_observed") -> Tensor:
     """Reduce a [B, C] per-entry loss over the entries where ``mask`` is True.
 
     ``mean_observed``: sum(loss * mask) / max(1, sum(mask));
-    ``sum_over_bc``: sum(loss * mask) / (B*C).
+    ``sum_over_bc``: sum(loss * mask) / (B*C); ``sum_over_b``: sum(loss * mask) / B.
     """
     masked = torch.where(mask, loss, torch.zeros_like(loss))
     if reduction == "mean_observed":
         return masked.sum() / mask.sum().clamp(min=1)
     if reduction == "sum_over_bc":
         return masked.sum() / loss.numel()
+    if reduction == "sum_over_b":
+        return masked.sum() / loss.shape[0]
     if reduction == "none":
         return masked
     raise ValueError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")

@@ -5,8 +5,9 @@ All take logits [B, C] (never probabilities) and boolean masks; reductions are e
 - :func:`pal_n_loss`: the calibration branch's PAL-N loss by partial softmax (eq. 10-11);
 - :func:`binary_kd_loss` / :func:`softmax_kd_loss`: prediction distribution distillation on the
   classification (per-class sigmoid) and calibration (softmax) heads at temperature T (eq. 13-14);
-- :func:`uncertainty`, :func:`grad_cam`, :func:`attention_loss`: uncertainty attention
-  distillation (eq. 15-17).
+- :func:`uncertainty`, :func:`grad_cam`, :func:`reference_attention_loss` (the authors' code)
+  and :func:`attention_loss` (L2-normalised maps): uncertainty attention distillation
+  (eq. 15-17).
 """
 
 from __future__ import annotations
@@ -89,18 +90,43 @@ def uncertainty(calibration_logits: Tensor, logits: Tensor) -> Tensor:
 
 
 def grad_cam(score: Tensor, feature_map: Tensor, *, create_graph: bool,
-             relu: bool = False) -> Tensor:
+             relu: bool = False, channel_softmax: bool = False) -> Tensor:
     """Grad-CAM map [B, h, w] of a scalar ``score`` on ``feature_map`` [B, F, h, w].
 
-    ``w_bf = sum_{h,w} d score / d Z_bfhw`` (eq. 15, a spatial sum, not Grad-CAM's mean);
+    ``w_bf = sum_{h,w} d score / d Z_bfhw`` (eq. 15, a spatial sum, not Grad-CAM's mean), or with
+    ``channel_softmax`` ``softmax_f`` of it (the authors' code, selective_fc_kd_att.py:49,64);
     ``A_bhw = sum_f w_bf Z_bfhw`` (eq. 16); ``relu`` applies Grad-CAM's ReLU (the paper has
     none). ``score`` should be a sum over samples so that each sample gets its own gradient.
-    With ``create_graph`` the map is differentiable (the student's); otherwise it is a constant.
+    With ``create_graph`` the weights are differentiable too (a second-order path into the
+    heads); without it they are constants and a map of a ``feature_map`` that requires grad is
+    differentiable through ``Z`` only (the authors' detached weights). The graph of ``score``
+    is kept for the caller's backward pass.
     """
-    (grad,) = torch.autograd.grad(score, feature_map, create_graph=create_graph)
+    (grad,) = torch.autograd.grad(score, feature_map, create_graph=create_graph,
+                                  retain_graph=True)
     weights = grad.sum(dim=(2, 3), keepdim=True)
+    if channel_softmax:
+        weights = weights.softmax(dim=1)
     cam = (weights * feature_map).sum(dim=1)
     return F.relu(cam) if relu else cam
+
+
+def _same_size(teacher_map: Tensor, student_map: Tensor) -> Tensor:
+    """The teacher's map resized (bilinear) to the student's spatial size where they differ."""
+    if teacher_map.shape[-2:] == student_map.shape[-2:]:
+        return teacher_map
+    return F.interpolate(teacher_map.unsqueeze(1), size=student_map.shape[-2:],
+                         mode="bilinear", align_corners=False).squeeze(1)
+
+
+def reference_attention_loss(student_map: Tensor, teacher_map: Tensor) -> Tensor:
+    """Uncertainty attention distillation as the authors' code computes it
+    (LcDog/ud, selective_fc_kd_att.py:67 and the engine's mean over the batch):
+    ``mean_{b,h,w} (a_s - a_t)^2 / B`` on raw (unnormalised) maps [B, h, w]. Its weight there is
+    ``mimic_alpha`` 0.1; the ``/ B`` makes the term's scale depend on the batch size, as in
+    their code."""
+    teacher_map = _same_size(teacher_map, student_map)
+    return (student_map - teacher_map).pow(2).mean() / student_map.shape[0]
 
 
 def attention_loss(student_map: Tensor, teacher_map: Tensor) -> Tensor:
@@ -112,9 +138,7 @@ def attention_loss(student_map: Tensor, teacher_map: Tensor) -> Tensor:
     (in [0, 4]; squared so that the gradient is defined where the maps agree). A teacher map
     of another spatial size is resized to the student's (bilinear).
     """
-    if teacher_map.shape[-2:] != student_map.shape[-2:]:
-        teacher_map = F.interpolate(teacher_map.unsqueeze(1), size=student_map.shape[-2:],
-                                    mode="bilinear", align_corners=False).squeeze(1)
+    teacher_map = _same_size(teacher_map, student_map)
     a_s = F.normalize(student_map.flatten(1), dim=1)
     a_t = F.normalize(teacher_map.flatten(1), dim=1)
     return (a_s - a_t).pow(2).sum(dim=1).mean()

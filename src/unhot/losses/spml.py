@@ -22,14 +22,16 @@ from torch import Tensor
 from unhot.losses.basic import reduce_entries
 
 
-def an_label_smoothing(logits: Tensor, positive: Tensor, eps: float = 0.1,
+def an_label_smoothing(logits: Tensor, positive: Tensor, coef: float = 0.1,
                        reduction: str = "sum_over_bc") -> Tensor:
-    """Assume-negative BCE with label smoothing (Cole et al.'s AN-LS).
+    """Assume-negative BCE with label smoothing (Cole et al.'s AN-LS, their ``ls_coef``).
 
-    ``y~ = (1 - eps) y + eps / 2``; ``l = -[y~ log p + (1 - y~) log(1 - p)]`` on every entry.
-    ``eps = 0`` is the plain AN loss.
+    Targets ``1 - coef`` on the positive, ``coef`` on every other entry, i.e.
+    ``y~ = (1 - 2 coef) y + coef``; ``l = -[y~ log p + (1 - y~) log(1 - p)]`` on every entry.
+    ``coef = 0`` is the plain AN loss. (The textbook ``(1 - eps) y + eps / 2`` is
+    ``coef = eps / 2``.)
     """
-    target = positive.to(logits.dtype) * (1 - eps) + eps / 2
+    target = positive.to(logits.dtype) * (1 - 2 * coef) + coef
     loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     return reduce_entries(loss, torch.ones_like(positive), reduction)
 

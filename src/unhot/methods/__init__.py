@@ -11,7 +11,7 @@ METHODS = Registry({
     "softmax": "unhot.methods.baselines:SoftmaxConfig:softmax_stages",
     "sigmoid": "unhot.methods.baselines:SigmoidConfig:sigmoid_stages",
     "bce": "unhot.methods.baselines:BceConfig:bce_stages",
-    "bce_full": "unhot.methods.baselines:BceConfig:bce_full_stages",
+    "bce_full": "unhot.methods.baselines:BceFullConfig:bce_full_stages",
     "mile": "unhot.methods.mile:MileConfig:mile_stages",
     "refinery": "unhot.methods.refinery:RefineryConfig:refinery_stages",
     "spml": "unhot.methods.spml:SpmlConfig:spml_stages",

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from unhot.models import ModelOutput
 
 
+HEAD_INITS = ("default", "minus_log_c")
+"""Head-bias initialisations: PyTorch's default ``nn.Linear`` init, or ``-log(C)``."""
+
+
 @dataclass
 class StepContext:
     """Everything a task may use for one optimizer step.
@@ -80,10 +84,17 @@ class TrainingTask:
             return torch.softmax(logits, dim=1)
         return torch.sigmoid(logits)
 
+    needs_single_label: bool = False
+    """True for tasks that train on the batch's ``target`` (one label per image)."""
+    head_init: str = "default"
+    """How the classification head's bias starts (:data:`HEAD_INITS`); each method's config
+    sets it from its authors' code."""
+
     def head_bias(self, num_classes: int) -> float | None:
-        """Initial bias of the classification head: ``-log(C)`` for sigmoid outputs so that the
-        initial p ~ 1/C (MILe code's ``adjust_bias``); default init for softmax."""
-        return -math.log(num_classes) if self.output == "sigmoid" else None
+        """Initial bias of the classification head: ``-log(C)`` for ``head_init:
+        minus_log_c`` (initial p ~ 1/C, MILe code's ``adjust_bias``), None (PyTorch's
+        ``nn.Linear`` init, Cole et al.'s and Zhou et al.'s SPML code) for ``default``."""
+        return -math.log(num_classes) if self.head_init == "minus_log_c" else None
 
     def trainable(self, train: Split) -> list[dict[str, Any]]:
         """Parameter groups the task itself learns from the training split (e.g. ROLE's
@@ -116,6 +127,7 @@ class Stage:
     ``val_labels``: what the validation split is scored against, ``"true"`` (its clean label
     sets) or ``"observed"`` (its observed positives, e.g. Cole et al.'s single positives, the
     rest counted negative); the test split is always scored against its true sets.
+    ``patience``: with ``keep_best``, stop after this many epochs without a gain (early stop).
     """
 
     name: str
@@ -130,3 +142,4 @@ class Stage:
     keep_best_mode: str = "max"
     test_best: bool = False
     val_labels: str = "true"
+    patience: int | None = None

@@ -25,17 +25,23 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from unhot.config import ConfigError, RunConfig
+from unhot.config import ConfigError, RunConfig, choice
 from unhot.losses import assume_negative_bce
-from unhot.methods.base import Stage, StepContext, TrainingTask
+from unhot.methods.base import HEAD_INITS, Stage, StepContext, TrainingTask
+from unhot.methods.baselines import SIGMOID_REDUCTIONS
 
 
 @dataclass
 class MileConfig:
-    """``method: {name: mile, k_t, k_s, rho, keep_ground_truth, sample_teacher}``.
+    """``method: {name: mile, k_t, k_s, rho, keep_ground_truth, sample_teacher, reduction,
+    head_init}``.
 
     ``k_t`` / ``k_s``: optimizer steps per interaction / imitation phase (authors' ImageNet code:
     2000/2000); ``rho``: pseudo-label threshold on the teacher's probabilities.
+    ``reduction``: ``sum_over_b`` (the authors' ``rescale_sigmoid``: BCE summed over classes,
+    averaged over the batch, so their learning rate carries over) or ``mean_observed`` (mean
+    over batch and classes: the same training at lr x C and weight decay / C).
+    ``head_init``: ``minus_log_c`` (their ``adjust_bias``) or ``default``.
     """
 
     k_t: int = 2000
@@ -43,6 +49,8 @@ class MileConfig:
     rho: float = 0.25
     keep_ground_truth: bool = False
     sample_teacher: bool = False
+    reduction: str = choice("sum_over_b", SIGMOID_REDUCTIONS)
+    head_init: str = choice("minus_log_c", HEAD_INITS)
 
     def __post_init__(self) -> None:
         if self.k_t < 1:
@@ -98,6 +106,7 @@ class MileTask(TrainingTask):
 
     def __init__(self, cfg: MileConfig) -> None:
         self.cfg = cfg
+        self.head_init = cfg.head_init
         self.teacher: nn.Module | None = None
         self.teacher_cycle = -1
         self._pending: dict[str, Tensor] | None = None
@@ -108,7 +117,8 @@ class MileTask(TrainingTask):
         if not phase.imitation:
             self.teacher, self._pending = None, None
             logits = ctx.student_output().logits
-            return {"bce_interaction": assume_negative_bce(logits, ctx.batch["positive"])}
+            return {"bce_interaction": assume_negative_bce(logits, ctx.batch["positive"],
+                                                           cfg.reduction)}
         # Snapshot before the student's forward pass: in train mode it updates BatchNorm's
         # running statistics, which the teacher must hold as they were after the k_t steps.
         teacher = self._teacher_for(phase, ctx.model)
@@ -117,7 +127,8 @@ class MileTask(TrainingTask):
         if cfg.keep_ground_truth:
             target = target | ctx.batch["positive"].to(target.device)
         # BCE on every entry against the hard pseudo-label: AN-BCE with the pseudo-positives.
-        return {"bce_imitation": assume_negative_bce(ctx.student_output().logits, target)}
+        return {"bce_imitation": assume_negative_bce(ctx.student_output().logits, target,
+                                                     cfg.reduction)}
 
     def _teacher_for(self, phase: Phase, model: nn.Module) -> nn.Module:
         """The teacher of ``phase``'s cycle: snapshot at the phase's first step, restored from a

@@ -12,8 +12,9 @@ mode so they do not change between epochs), ``teacher_bn`` ("train": batch
 statistics, as the authors' code; "eval"), ``teacher_checkpoint`` (a refinery of any
 architecture from any run: then generation 1 is refined too), ``student_init`` (fresh or a
 checkpoint path) and adversarial jittering: ``x' = x + eta * dKL(q || p)/dx`` (paper §3.4, one
-ascent step; ``adversarial_eta`` in input units, images here live in [-1, 1], so the paper's
-eta = 1 on [0, 255] is 2/255), the jittered crops batched with the natural ones.
+ascent step, the jittered crops batched with the natural ones). ``adversarial_eta`` is in the
+paper's units, pixels in [0, 255] (paper: 1); images here are ``u = x / 127.5 - 1``, where the same
+step is ``u' = u + eta / 127.5^2 * dKL/du`` (the gradient scales by 127.5 too).
 
 Example::
 
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from unhot.augment import PIXEL_SCALE
 from unhot.config import ConfigError, RunConfig
 from unhot.losses import soft_target_cross_entropy
 from unhot.methods.base import Stage, StepContext, TrainingTask
@@ -69,7 +71,9 @@ def refined_labels(teacher_logits: Tensor, soft: bool = True) -> Tensor:
 
 
 def adversarial_jitter(student: nn.Module, images: Tensor, target: Tensor, eta: float) -> Tensor:
-    """One gradient-ascent step on the input: ``x + eta * d/dx CE(q, softmax(student(x)))``.
+    """One gradient-ascent step on the input (Bagherinezhad et al. 2018, §3.4): in pixel units
+    ``x + eta * d/dx CE(q, softmax(student(x)))``, i.e. ``u + eta / 127.5^2 * d/du CE`` for the
+    network's inputs ``u = x / 127.5 - 1``.
 
     The cross-entropy differs from KL(q || p) by H(q), which does not depend on x, so both have
     the same input gradient. Each image's step follows its own loss (summed over the batch, so
@@ -79,7 +83,7 @@ def adversarial_jitter(student: nn.Module, images: Tensor, target: Tensor, eta: 
     x = images.detach().requires_grad_(True)
     loss = soft_target_cross_entropy(student(x).logits, target) * len(x)
     (grad,) = torch.autograd.grad(loss, x)
-    return (x + eta * grad).detach()
+    return (x + eta / PIXEL_SCALE**2 * grad).detach()
 
 
 class RefineryTask(TrainingTask):

@@ -25,7 +25,6 @@ from unhot.config import ConfigError, RunConfig, choice
 from unhot.label_store import PseudoLabelStore, apl_update
 from unhot.labels import COLE_SEED
 from unhot.losses import (
-    REDUCTIONS,
     an_label_smoothing,
     entropy_maximisation,
     expected_positive_regulariser,
@@ -35,7 +34,8 @@ from unhot.losses import (
     soft_negative_bce,
     weighted_an,
 )
-from unhot.methods.base import Stage, StepContext, TrainingTask
+from unhot.methods.base import HEAD_INITS, Stage, StepContext, TrainingTask
+from unhot.runs import RunError
 
 if TYPE_CHECKING:
     from unhot.data.base import Split
@@ -48,8 +48,13 @@ SELECT_LABELS = {"clean": "true", "single_positive": "observed"}
 
 @dataclass
 class SpmlConfig:
-    """``method: {name: spml, loss, alpha, beta, theta, warmup, k, ls_eps, reduction, select,
-    select_labels, role_lr_mult}``.
+    """``method: {name: spml, loss, alpha, beta, theta, warmup, k, ls_coef, reduction, select,
+    select_labels, patience, role_lr_mult, head_init}``.
+
+    Defaults follow Cole et al.'s and Zhou et al.'s code (docs/spml.md, fidelity table):
+    PyTorch's default head init (``head_init: minus_log_c`` is MILe's ``-log C``), AN-LS
+    targets ``1 - ls_coef`` / ``ls_coef``, APL's first pseudo-negatives at the end of epoch
+    ``warmup``.
 
     ``select``: a metric (e.g. ``mAP``) to pick the best epoch on ``train.eval_split`` (set it to
     ``val``), whose weights are then tested (Cole et al.'s model selection); None = last epoch.
@@ -57,6 +62,9 @@ class SpmlConfig:
     default) or ``single_positive`` (only their observed single positives).
     ``role_lr_mult``: ROLE's label estimates learn at this multiple of the learning rate (Cole
     et al.'s code: 10; each estimate is updated only when its image is in the batch).
+    ``patience``: with ``select``, stop when the metric has not improved for this many epochs
+    (Zhou et al.'s code: 1, the first epoch without a gain); None trains every epoch and tests
+    the best (Cole et al.'s code).
     """
 
     loss: str = "em_apl"
@@ -65,21 +73,25 @@ class SpmlConfig:
     theta: float = 0.9
     warmup: int = 2
     k: float = 1.0
-    ls_eps: float = 0.1
-    reduction: str = "sum_over_bc"
+    ls_coef: float = 0.1
+    reduction: str = choice("sum_over_bc", ("sum_over_bc", "mean_observed"))
     select: str | None = None
     select_labels: str = choice("clean", tuple(SELECT_LABELS))
+    patience: int | None = None
     role_lr_mult: float = 10.0
+    head_init: str = choice("default", HEAD_INITS)
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown method(spml).loss '{self.loss}'; valid: "
                               f"{', '.join(LOSSES)}")
-        if self.reduction not in REDUCTIONS[:2]:
-            raise ConfigError(f"method(spml).reduction must be mean_observed or sum_over_bc, "
-                              f"got '{self.reduction}'")
         if not 0 <= self.theta <= 1:
             raise ConfigError(f"method(spml).theta must be in [0, 1], got {self.theta}")
+        if not 0 <= self.ls_coef < 0.5:
+            raise ConfigError(f"method(spml).ls_coef must be in [0, 0.5), got {self.ls_coef}")
+        if self.patience is not None and (self.patience < 1 or self.select is None):
+            raise ConfigError(f"method(spml).patience must be >= 1 and needs method.select, "
+                              f"got patience {self.patience}, select {self.select}")
 
 
 class SpmlTask(TrainingTask):
@@ -87,6 +99,7 @@ class SpmlTask(TrainingTask):
 
     def __init__(self, cfg: SpmlConfig) -> None:
         self.cfg = cfg
+        self.head_init = cfg.head_init
         self.store: PseudoLabelStore | None = None
         self.estimates: nn.Parameter | None = None
 
@@ -109,13 +122,16 @@ class SpmlTask(TrainingTask):
         if cfg.loss == "an":
             return {"an": an_label_smoothing(logits, positive, 0.0, cfg.reduction)}
         if cfg.loss == "an_ls":
-            return {"an_ls": an_label_smoothing(logits, positive, cfg.ls_eps, cfg.reduction)}
+            return {"an_ls": an_label_smoothing(logits, positive, cfg.ls_coef, cfg.reduction)}
         if cfg.loss == "wan":
             return {"wan": weighted_an(logits, positive, cfg.reduction)}
         if cfg.loss == "epr":
             return {"epr": expected_positive_regulariser(logits, positive, cfg.k,
                                                          cfg.reduction)}
-        if cfg.loss == "role" and self.estimates is not None:
+        if cfg.loss == "role":
+            if self.estimates is None:
+                raise RunError("method(spml).loss role: the label estimates were never created "
+                               "(the engine calls trainable() before training)")
             rows = batch["index"].to(self.estimates.device)
             estimates = self.estimates[rows].to(logits.device)
             return {"role": role_loss(logits, estimates, positive, cfg.k)}
@@ -164,4 +180,4 @@ def spml_stages(cfg: SpmlConfig, run: RunConfig) -> list[Stage]:
     """One stage trained with the configured SPML loss (best epoch on validation if
     ``select``)."""
     return [Stage("train", SpmlTask(cfg), keep_best=cfg.select, test_best=cfg.select is not None,
-                  val_labels=SELECT_LABELS[cfg.select_labels])]
+                  val_labels=SELECT_LABELS[cfg.select_labels], patience=cfg.patience)]

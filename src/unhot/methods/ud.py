@@ -4,7 +4,12 @@
   (Linear -> BN -> ReLU -> Linear) trained with ``lam *`` PAL-N by partial softmax.
 - ``ud``: a teacher stage (``bce_cal``, optionally another architecture via ``teacher_model``)
   then a student stage of any architecture distilled from it on the same augmented batch:
-  ``L = KL_sigmoid + alpha KL_softmax(calibration) + beta L_att (+ cls_balance BCE)`` (eq. 18).
+  ``L = kd_weight KL_sigmoid + alpha KL_softmax(calibration) + beta L_att (+ cls_balance BCE)``
+  (eq. 18). Defaults are the authors' code (LcDog/ud, selective_fc_kd_att.py:67-89 with the
+  engine's division by B): ``kd_weight 0.25, alpha 0.5, beta 0.1, attention: reference``
+  (softmax channel weights, detached; raw maps; MSE / B). The paper's form is ``kd_weight 1,
+  alpha 0.5, beta 0.5`` with ``attention: normalized`` (L2-normalised maps, weights
+  differentiated too); docs/uncertainty_distillation.md has the fidelity table.
 - ``kd``: the same schedule, but the student only matches the teacher's classification head
   (the paper's "Ours - KD"); its teacher is plain BCE unless ``lam > 0``.
 
@@ -25,21 +30,23 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from unhot.config import ConfigError, ModelConfig, RunConfig
+from unhot.config import ConfigError, ModelConfig, RunConfig, choice
 from unhot.losses import (
     attention_loss,
     binary_kd_loss,
     grad_cam,
     masked_bce,
     pal_n_loss,
+    reference_attention_loss,
     softmax_kd_loss,
     uncertainty,
 )
-from unhot.methods.base import Stage, StepContext, TrainingTask
+from unhot.methods.base import HEAD_INITS, Stage, StepContext, TrainingTask
 from unhot.models import ModelOutput
 from unhot.runs import RunError
 
 DIFFICULT = ("positive", "ignore")
+ATTENTION_FORMS = ("reference", "normalized")
 
 
 def _check(name: str, ok: bool, value: object, rule: str) -> None:
@@ -49,10 +56,12 @@ def _check(name: str, ok: bool, value: object, rule: str) -> None:
 
 @dataclass
 class CalibratedBceConfig:
-    """``method: {name: bce_cal, lam, difficult}``: BCE + ``lam`` * PAL-N (paper: 0.1)."""
+    """``method: {name: bce_cal, lam, difficult, head_init}``: BCE + ``lam`` * PAL-N (paper:
+    0.1); PyTorch's default head init (the authors' classification head has no bias)."""
 
     lam: float = 0.1
     difficult: str = "positive"
+    head_init: str = choice("default", HEAD_INITS)
 
     def __post_init__(self) -> None:
         _check("lam", self.lam >= 0, self.lam, ">= 0")
@@ -64,7 +73,8 @@ class CalibratedBceConfig:
 class KdConfig(CalibratedBceConfig):
     """``method: {name: kd, ...}``: a teacher stage, then a student matching its sigmoid outputs.
 
-    ``temperature``: T of the distillation KLs (scaled by T^2); ``cls_balance``: weight of an
+    ``temperature``: T of the distillation KLs (scaled by T^2); ``kd_weight``: weight of the
+    binary KD term ``T^2 mean_{b,c} KL`` (1: the plain KD student); ``cls_balance``: weight of an
     added BCE on the labels (authors' code; 0 = pure distillation); ``lam``: PAL-N weight of
     the teacher stage (0: plain BCE, no calibration head); ``teacher_model``: the teacher's
     architecture (None: the run's ``model``); ``teacher_epochs``: its epochs (None:
@@ -74,6 +84,7 @@ class KdConfig(CalibratedBceConfig):
 
     lam: float = 0.0
     temperature: float = 3.0
+    kd_weight: float = 1.0
     cls_balance: float = 0.0
     teacher_model: ModelConfig | None = None
     teacher_epochs: int | None = None
@@ -84,6 +95,7 @@ class KdConfig(CalibratedBceConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check("temperature", self.temperature > 0, self.temperature, "> 0")
+        _check("kd_weight", self.kd_weight >= 0, self.kd_weight, ">= 0")
         _check("cls_balance", self.cls_balance >= 0, self.cls_balance, ">= 0")
         epochs = self.teacher_epochs
         _check("teacher_epochs", epochs is None or epochs >= 1, epochs, ">= 1 or null")
@@ -95,12 +107,18 @@ class KdConfig(CalibratedBceConfig):
 @dataclass
 class UdConfig(KdConfig):
     """``method: {name: ud, ...}``: KD knobs plus ``alpha`` (calibration-head KL weight),
-    ``beta`` (uncertainty attention weight) and ``cam_relu`` (ReLU on Grad-CAM maps; the paper
-    has none). The teacher needs a calibration head, so ``lam`` defaults to the paper's 0.1."""
+    ``beta`` (uncertainty attention weight), ``attention`` (``reference``: the authors' code;
+    ``normalized``: L2-normalised maps with differentiable weights) and ``cam_relu`` (ReLU on
+    Grad-CAM maps; neither paper nor code has one). The teacher needs a calibration head, so
+    ``lam`` defaults to the paper's 0.1. ``kd_weight`` 0.25, ``alpha`` 0.5, ``beta`` 0.1 are
+    the authors' code's weights ``((alpha_code * KL_cal + KL_bin) / 2 + 0.1 MSE) / B`` in
+    unhot's per-sample means (module docstring)."""
 
     lam: float = 0.1
+    kd_weight: float = 0.25
     alpha: float = 0.5
-    beta: float = 0.5
+    beta: float = 0.1
+    attention: str = choice("reference", ATTENTION_FORMS)
     cam_relu: bool = False
 
     def __post_init__(self) -> None:
@@ -123,9 +141,10 @@ def observed_labels(batch: dict[str, Tensor], difficult: str) -> tuple[Tensor, T
 class CalibratedBceTask(TrainingTask):
     """BCE on the classification head + ``lam`` * PAL-N on the calibration head (eq. 12)."""
 
-    def __init__(self, lam: float, difficult: str) -> None:
+    def __init__(self, lam: float, difficult: str, head_init: str = "default") -> None:
         self.lam = lam
         self.difficult = difficult
+        self.head_init = head_init
 
     def losses(self, ctx: StepContext) -> dict[str, Tensor]:
         out = ctx.student_output()
@@ -143,8 +162,8 @@ def _calibration(out: ModelOutput, who: str) -> Tensor:
     return out.calibration
 
 
-def teacher_uncertainty_map(teacher: nn.Module, images: Tensor, relu: bool
-                            ) -> tuple[ModelOutput, Tensor]:
+def teacher_uncertainty_map(teacher: nn.Module, images: Tensor, relu: bool,
+                            channel_softmax: bool) -> tuple[ModelOutput, Tensor]:
     """The frozen teacher's outputs and its uncertainty Grad-CAM map, both constants.
 
     The teacher's parameters take no gradient, so its feature map is made a leaf that requires
@@ -156,7 +175,8 @@ def teacher_uncertainty_map(teacher: nn.Module, images: Tensor, relu: bool
         with torch.enable_grad():
             out = teacher(images)
             score = uncertainty(_calibration(out, "teacher"), out.logits).sum()
-            cam = grad_cam(score, out.feature_map, create_graph=False, relu=relu)
+            cam = grad_cam(score, out.feature_map, create_graph=False, relu=relu,
+                           channel_softmax=channel_softmax)
     finally:
         handle.remove()
     detached = ModelOutput(*(None if t is None else t.detach() for t in out))
@@ -167,11 +187,13 @@ class DistillTask(TrainingTask):
     """Student step of KD (``alpha = beta = 0``) or UD: named loss terms of eq. 18."""
 
     def __init__(self, cfg: KdConfig, alpha: float = 0.0, beta: float = 0.0,
-                 cam_relu: bool = False) -> None:
+                 cam_relu: bool = False, attention: str = "reference") -> None:
         self.cfg = cfg
+        self.head_init = cfg.head_init
         self.alpha = alpha
         self.beta = beta
         self.cam_relu = cam_relu
+        self.reference = attention == "reference"
 
     def losses(self, ctx: StepContext) -> dict[str, Tensor]:
         cfg = self.cfg
@@ -180,18 +202,20 @@ class DistillTask(TrainingTask):
             if ctx.teacher is None:
                 raise RuntimeError("this stage has no teacher")
             teacher, teacher_map = teacher_uncertainty_map(ctx.teacher, ctx.images,
-                                                           self.cam_relu)
+                                                           self.cam_relu, self.reference)
         else:
             teacher = ctx.teacher_output()
-        terms = {"kd": binary_kd_loss(out.logits, teacher.logits, cfg.temperature)}
+        terms = {"kd": cfg.kd_weight * binary_kd_loss(out.logits, teacher.logits,
+                                                      cfg.temperature)}
         if self.alpha > 0:
             terms["kd_cal"] = self.alpha * softmax_kd_loss(
                 _calibration(out, "student"), _calibration(teacher, "teacher"), cfg.temperature)
         if self.beta > 0:
             score = uncertainty(_calibration(out, "student"), out.logits).sum()
-            student_map = grad_cam(score, out.feature_map, create_graph=True,
-                                   relu=self.cam_relu)
-            terms["attention"] = self.beta * attention_loss(student_map, teacher_map)
+            student_map = grad_cam(score, out.feature_map, create_graph=not self.reference,
+                                   relu=self.cam_relu, channel_softmax=self.reference)
+            distance = reference_attention_loss if self.reference else attention_loss
+            terms["attention"] = self.beta * distance(student_map, teacher_map)
         if cfg.cls_balance > 0:
             positive, negative = observed_labels(ctx.batch, cfg.difficult)
             terms["bce"] = cfg.cls_balance * masked_bce(out.logits, positive, negative)
@@ -200,13 +224,13 @@ class DistillTask(TrainingTask):
 
 def calibrated_bce_stages(cfg: CalibratedBceConfig, run: RunConfig) -> list[Stage]:
     """One stage of BCE + lam * PAL-N (the paper's "Cal" rows of Table 2)."""
-    return [Stage("train", CalibratedBceTask(cfg.lam, cfg.difficult),
+    return [Stage("train", CalibratedBceTask(cfg.lam, cfg.difficult, cfg.head_init),
                   calibration_head=cfg.lam > 0)]
 
 
 def _distill_stages(cfg: KdConfig, task: DistillTask, student_calibration: bool
                     ) -> list[Stage]:
-    teacher_task = CalibratedBceTask(cfg.lam, cfg.difficult)
+    teacher_task = CalibratedBceTask(cfg.lam, cfg.difficult, cfg.head_init)
     calibrated = cfg.lam > 0
     if cfg.self_distill:
         return [Stage("first_half", teacher_task, epochs=cfg.teacher_epochs,
@@ -228,5 +252,5 @@ def kd_stages(cfg: KdConfig, run: RunConfig) -> list[Stage]:
 
 def ud_stages(cfg: UdConfig, run: RunConfig) -> list[Stage]:
     """Teacher (or first half) with a calibration head, then the uncertainty-distilled student."""
-    task = DistillTask(cfg, cfg.alpha, cfg.beta, cfg.cam_relu)
+    task = DistillTask(cfg, cfg.alpha, cfg.beta, cfg.cam_relu, cfg.attention)
     return _distill_stages(cfg, task, student_calibration=cfg.alpha > 0 or cfg.beta > 0)
