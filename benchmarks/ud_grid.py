@@ -16,7 +16,9 @@ difficult w.p. 0.15). For every seed (training seed = data seed), seven runs of 
 - controls: ``bce_2x`` (BCE for the self-distillation runs' total epochs), ``ud_cal_only``
   (UD without the attention term, beta = 0), ``ud_paper_form`` (unhot's earlier form: weights
   1 : 0.5 : 0.5 of eq. 18, L2-normalised maps, differentiable channel weights), ``kd_quarter``
-  (KD at UD's sigmoid-KL weight 0.25: what UD adds at the same KD step) and
+  (KD at UD's sigmoid-KL weight 0.25: what UD adds at the same KD step), ``ud_x4`` /
+  ``ud_x4_cal_only`` (the authors' loss times 4, i.e. their ratios 1 : 2 : 0.4 with the
+  sigmoid KL at KD's weight: the same training as theirs at 4x the learning rate) and
   ``self_kd_gt`` / ``self_ud_gt`` (self-distillation with the labels' BCE
   added at weight 1, ``cls_balance``: a network distilled from its own weights with pure
   distillation has almost no gradient to follow).
@@ -48,9 +50,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "ud_grid.yaml"
 RESULTS = ROOT / "benchmarks" / "results"
 METHODS = ("bce", "bce_cal", "kd", "ud", "self_kd", "self_ud")
-CONTROLS = ("bce_2x", "ud_cal_only", "ud_paper_form", "kd_quarter", "self_kd_gt",
-            "self_ud_gt")
+CONTROLS = ("bce_2x", "ud_cal_only", "ud_paper_form", "kd_quarter", "ud_x4", "ud_x4_cal_only",
+            "self_kd_gt", "self_ud_gt")
 KNOBS = {"ud_cal_only": {"beta": 0.0},
+         "ud_x4": {"kd_weight": 1.0, "alpha": 2.0, "beta": 0.4},
+         "ud_x4_cal_only": {"kd_weight": 1.0, "alpha": 2.0, "beta": 0.0},
          "ud_paper_form": {"kd_weight": 1.0, "alpha": 0.5, "beta": 0.5,
                            "attention": "normalized"},
          "kd_quarter": {"kd_weight": 0.25}}
@@ -145,7 +149,8 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
               "| comparison | " + " | ".join(TABLE_KEYS) + " |",
               "|---|" + "---:|" * len(TABLE_KEYS)]
     for a, b in (("bce_cal", "bce"), ("kd", "bce"), ("ud", "kd"), ("ud", "kd_quarter"),
-                 ("ud_cal_only", "kd"), ("ud", "ud_cal_only"), ("ud_paper_form", "kd"),
+                 ("ud_x4", "kd"), ("ud_x4", "ud_x4_cal_only"), ("ud_cal_only", "kd_quarter"),
+                 ("ud", "ud_cal_only"), ("ud_paper_form", "kd"),
                  ("self_kd", "bce_2x"), ("self_ud", "self_kd"), ("self_kd_gt", "bce_2x"),
                  ("self_ud_gt", "self_kd_gt")):
         lines.append(f"| {a} − {b} | " + " | ".join(paired(results, a, b, k)
