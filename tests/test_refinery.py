@@ -234,3 +234,25 @@ def test_adversarial_eta_is_in_the_papers_pixel_units():
     expected = (pixels + 1.0 * grad) / 127.5 - 1
     jittered = adversarial_jitter(model, inputs, target, eta=1.0)
     torch.testing.assert_close(jittered, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_softmax_on_multi_label_coco_refuses_or_trains_single_positive(tmp_path):
+    """The same on a COCO layout: image x.jpg shows a dog and a person."""
+    from readers_fixtures import coco_dataset, coco_document
+
+    annotations = [{"id": 100, "image_id": 7, "category_id": 18},
+                   {"id": 101, "image_id": 7, "category_id": 1},
+                   {"id": 102, "image_id": 3, "category_id": 3},
+                   {"id": 103, "image_id": 9, "category_id": 1}]
+    coco_dataset(tmp_path / "coco", coco_document(annotations=annotations))
+    raw = {"method": {"name": "softmax"},
+           "data": {"name": "coco", "root": str(tmp_path / "coco"), "image_size": 8},
+           "model": {"backbone": "small_cnn", "width": 4},
+           "optim": {"epochs": 1, "batch_size": 2},
+           "train": {"eval_every": 0, "threads": 1, "progress": False}}
+    with pytest.raises(RunError, match=r"1 of 3 training images have none or several "
+                                       r"\(first: 'train2017/x.jpg'\)"):
+        Engine(parse_config(raw), tmp_path / "run").run()
+    assert not (tmp_path / "run").exists()
+    raw["data"]["label_regime"] = "single_positive"
+    assert "top1" in Engine(parse_config(raw), tmp_path / "run").run()
