@@ -75,3 +75,18 @@ def test_device_and_precision_choices_parse(key, values):
     for value in values:
         cfg = parse_config({**base(), "train": {key: value}})
         assert getattr(cfg.train, key) == value
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("optim.lr=-1", r"optim.lr must be a finite number > 0, got -1.0"),
+    ("optim.lr=.nan", r"optim.lr must be a finite number > 0"),
+    ("optim.batch_size=0", r"optim.batch_size must be >= 1, got 0"),
+    ("optim.epochs=0", r"optim.epochs must be >= 1, got 0"),
+    ("optim.schedule=cosin", r"unknown optim.schedule 'cosin'; valid: cosine, step, constant"),
+    ("optim.name=sgdd", r"unknown optim.name 'sgdd'; valid: sgd, adam, adamw"),
+    ("train.eval_split=valid", r"unknown train.eval_split 'valid'; valid: test, val"),
+])
+def test_optim_and_train_values_are_checked_when_parsed(override, message):
+    raw = apply_overrides({"method": "sigmoid", "data": {"name": "digit_grid"}}, [override])
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw)

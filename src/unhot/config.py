@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import math
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -41,23 +42,43 @@ class ModelConfig:
     width: int = 0
 
 
+def choice(default: str, choices: tuple[str, ...]) -> Any:
+    """A string field that must be one of ``choices`` (checked by :func:`from_dict`)."""
+    return field(default=default, metadata={"choices": choices})
+
+
+def _require(path: str, value: float, ok: bool, rule: str) -> None:
+    """Raise a :class:`ConfigError` naming ``path`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{path} must be {rule}, got {value!r}")
+
+
 @dataclass
 class OptimConfig:
     """Optimizer and schedule. ``schedule``: cosine | step | constant; warm-up is linear."""
 
-    name: str = "sgd"
+    name: str = choice("sgd", ("sgd", "adam", "adamw"))
     lr: float = 0.05
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.999)
-    schedule: str = "cosine"
+    schedule: str = choice("cosine", ("cosine", "step", "constant"))
     warmup_epochs: float = 0.0
     milestones: tuple[float, ...] = ()
     gamma: float = 0.1
     epochs: int = 10
     batch_size: int = 128
     grad_clip: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require("optim.lr", self.lr, math.isfinite(self.lr) and self.lr > 0,
+                    "a finite number > 0")
+        _require("optim.epochs", self.epochs, self.epochs >= 1, ">= 1")
+        _require("optim.batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
+        _require("optim.warmup_epochs", self.warmup_epochs, self.warmup_epochs >= 0, ">= 0")
+        _require("optim.weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0")
+        _require("optim.grad_clip", self.grad_clip, self.grad_clip >= 0, ">= 0")
 
 
 @dataclass
@@ -78,11 +99,6 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("no", "fp16", "bf16")
 
 
-def choice(default: str, choices: tuple[str, ...]) -> Any:
-    """A string field that must be one of ``choices`` (checked by :func:`from_dict`)."""
-    return field(default=default, metadata={"choices": choices})
-
-
 @dataclass
 class TrainConfig:
     """Loop settings: evaluation cadence, devices, threads, logging.
@@ -93,7 +109,7 @@ class TrainConfig:
 
     eval_every: int = 1
     eval_batch_size: int = 512
-    eval_split: str = "test"
+    eval_split: str = choice("test", ("test", "val"))
     threshold: float = 0.5
     num_workers: int = 0
     device: str = choice("auto", DEVICES)
