@@ -71,8 +71,11 @@ def cole_layout(root: Path, n: int = 6, classes: int = 3, dim: int = 4,
 
 
 def cole_data(root: Path, **knobs: Any) -> Any:
-    return build_data(parse_config({"method": "sigmoid", "data": {
+    """The bundle with every split read (cole_features reads a split's values on first use)."""
+    data = build_data(parse_config({"method": "sigmoid", "data": {
         "name": "cole_features", "root": str(root), "features": "x", **knobs}}).data)
+    _ = data.train, data.val, data.test
+    return data
 
 
 def test_cole_layout_reads_ternary_observed_labels(tmp_path):

@@ -317,11 +317,11 @@ def first_bad(values: np.ndarray, valid: tuple[int, ...]) -> str | None:
 
 def cole_expected_error(true: np.ndarray, observed: np.ndarray) -> tuple[str, str | None]:
     """(file, message fragment) of the first problem the reader must report (fragment None:
-    no problem)."""
-    if first_bad(true, (0, 1)):
-        return "formatted_train_labels.npy", first_bad(true, (0, 1))
+    no problem): file shapes first (read from the headers), then values."""
     if observed.shape != true.shape:
         return "formatted_train_labels_obs.npy", f"shape {observed.shape}"
+    if first_bad(true, (0, 1)):
+        return "formatted_train_labels.npy", first_bad(true, (0, 1))
     return "formatted_train_labels_obs.npy", first_bad(observed, (-1, 0, 1))
 
 
@@ -338,6 +338,7 @@ def test_cole_reader_accepts_only_0_1_labels_and_ternary_observed(scratch, true,
     name, fragment = cole_expected_error(true, observed)
     try:
         data = build_cole_features(ColeFeaturesConfig(str(root), "x", val_fraction=0.0))
+        _ = data.train, data.test
     except DataError as err:
         assert len(str(err).splitlines()) == 1
         assert f"{root / name}: " in str(err) and fragment and fragment in str(err), str(err)

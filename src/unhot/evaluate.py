@@ -62,6 +62,5 @@ def evaluate_run(run: Path, data_file: str | None = None, overrides: list[str] |
                      cfg.train.eval_batch_size, num_workers=cfg.train.num_workers)
     test = data.test
     target = test.target if (test.target >= 0).any() else None
-    difficult = test.difficult if test.difficult.any() else None
-    return compute_metrics(scores, test.true, target, cfg.train.threshold, difficult,
+    return compute_metrics(scores, test.true, target, cfg.train.threshold, test.difficult_or_none,
                            stage.task.output)

@@ -6,6 +6,10 @@ of every epoch, for every class c mark the ``floor(theta * U_c / (epochs - warmu
 lowest-scoring entries that are still unknown as negative pseudo-labels, with soft target = the
 score at that moment. ``U_c`` is class c's unknown count before any marking. Cumulative, never
 revised, never positive.
+
+Cost: 5 bytes per (sample, class) entry (a bool mask and float32 targets); an update works one
+class column at a time and selects each class's quota by partial selection, so its time is
+linear in N.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unhot.labels import LabelMatrix
 from unhot.runs import write_npz
 
 
@@ -40,44 +45,68 @@ class PseudoLabelStore:
         return torch.from_numpy(self.negative[rows]), torch.from_numpy(self.target[rows])
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"negative": torch.from_numpy(self.negative.copy()),
-                                 "target": torch.from_numpy(self.target.copy())}
+        """The store's arrays as tensors sharing their memory (no copy: a checkpoint is written
+        before the store changes again)."""
+        state: dict[str, Any] = {"negative": torch.from_numpy(self.negative),
+                                 "target": torch.from_numpy(self.target)}
         if self.initial_unknown is not None:
-            state["initial_unknown"] = torch.from_numpy(self.initial_unknown.copy())
+            state["initial_unknown"] = torch.from_numpy(self.initial_unknown)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.negative = state["negative"].numpy().copy()
-        self.target = state["target"].numpy().copy()
+        self.negative = state["negative"].numpy()
+        self.target = state["target"].numpy()
         initial = state.get("initial_unknown")
-        self.initial_unknown = None if initial is None else initial.numpy().copy()
+        self.initial_unknown = None if initial is None else initial.numpy()
 
     def save(self, path: Path) -> None:
-        """Write the store atomically (``negative``, ``target`` as .npz)."""
-        write_npz(path, negative=self.negative, target=self.target)
+        """Write the store atomically (``negative``, ``target`` as an uncompressed .npz)."""
+        write_npz(path, compress=False, negative=self.negative, target=self.target)
 
 
-def apl_update(store: PseudoLabelStore, scores: np.ndarray, unknown: np.ndarray, theta: float,
+def lowest_k(values: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` smallest ``values``, ties at the boundary going to the earlier
+    position: the same set as ``np.argsort(values, kind="stable")[:k]`` (in position order),
+    found by partial selection in O(n)."""
+    if k >= values.size:
+        return np.arange(values.size)
+    kth = np.partition(values, k - 1)[k - 1]
+    below = np.flatnonzero(values < kth)
+    tied = np.flatnonzero(values == kth)[: k - below.size]
+    return np.sort(np.concatenate([below, tied]))
+
+
+def unknown_counts(labels: LabelMatrix) -> np.ndarray:
+    """``U_c``: the number of unknown entries of each class, one column at a time."""
+    return np.array([np.count_nonzero(_unknown_column(labels, c))
+                     for c in range(labels.num_classes)])
+
+
+def _unknown_column(labels: LabelMatrix, c: int) -> np.ndarray:
+    return ~(labels.positive[:, c] | labels.negative[:, c])
+
+
+def apl_update(store: PseudoLabelStore, scores: np.ndarray, labels: LabelMatrix, theta: float,
                epochs: int, warmup: int, epochs_done: int) -> int:
     """Mark this epoch's APL pseudo-negatives in ``store``; return how many were marked.
 
     ``scores`` [N, C] are the model's probabilities on the training set (index order);
-    ``unknown`` [N, C] the entries the dataset leaves unknown. The first marks come at the end
-    of epoch ``warmup`` (``epochs_done >= warmup``, Zhou et al.'s code), so the
-    ``epochs - warmup`` updates that still train mark ``theta`` of the unknowns in all.
+    ``labels`` the training labels (their unknown entries are the candidates). The first marks
+    come at the end of epoch ``warmup`` (``epochs_done >= warmup``, Zhou et al.'s code), so the
+    ``epochs - warmup`` updates that still train mark ``theta`` of the unknowns in all. Within
+    a class, ties in score go to the lower sample index.
     """
     if store.initial_unknown is None:
-        store.initial_unknown = unknown.sum(axis=0)
+        store.initial_unknown = unknown_counts(labels)
     if epochs_done < warmup or epochs <= warmup:
         return 0
     per_class = np.floor(theta * store.initial_unknown / (epochs - warmup)).astype(int)
-    candidates = unknown & ~store.negative
     marked = 0
     for c, quota in enumerate(per_class):
-        rows = np.flatnonzero(candidates[:, c])
-        if quota <= 0 or rows.size == 0:
+        if quota <= 0:
             continue
-        lowest = rows[np.argsort(scores[rows, c], kind="stable")[:quota]]
+        rows = np.flatnonzero(_unknown_column(labels, c) & ~store.negative[:, c])
+        lowest = rows[lowest_k(scores[rows, c], quota)]
         store.negative[lowest, c] = True
         store.target[lowest, c] = scores[lowest, c]
         marked += lowest.size

@@ -135,14 +135,24 @@ def sample_single_positive(true: np.ndarray, seed: int = COLE_SEED) -> np.ndarra
     ``true`` is an N x C boolean (or 0/1) matrix of full labels; returns the N chosen class
     indices. Deterministic given ``seed``. Rows without a positive raise, naming the row.
     """
-    true = _check_2d("true labels", true).astype(bool)
+    true = _check_2d("true labels", true).astype(bool, copy=False)
+    return kept_positive(true, single_positive_draws(len(true), seed))
+
+
+def single_positive_draws(num_samples: int, seed: int = COLE_SEED) -> np.ndarray:
+    """The uniform draws in [0, 1) that choose each row's kept positive (one per row, in row
+    order), so a subset of rows can be sampled exactly as the whole matrix would be."""
+    return np.random.default_rng(seed).random(num_samples)
+
+
+def kept_positive(true: np.ndarray, draws: np.ndarray, first_row: int = 0) -> np.ndarray:
+    """Row i keeps its ``floor(draws[i] * count_i)``-th positive; rows are named from
+    ``first_row`` in errors."""
     counts = true.sum(axis=1)
     if (counts == 0).any():
         row = int(np.argmax(counts == 0))
-        raise LabelError(f"row {row} has no positive label to keep")
-    rng = np.random.default_rng(seed)
-    # pick the k-th positive of each row, k uniform in [0, count)
-    kth = np.floor(rng.random(len(true)) * counts).astype(np.int64)
+        raise LabelError(f"row {first_row + row} has no positive label to keep")
+    kth = np.floor(draws * counts).astype(np.int64)
     cumulative = np.cumsum(true, axis=1)
     return np.argmax(cumulative > kth[:, None], axis=1)
 

@@ -23,11 +23,31 @@ A metric undefined on the data (e.g. no image with a non-empty true set) is ``fl
 from __future__ import annotations
 
 from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
 
-_BLOCK = 1 << 22
-"""Entries (samples x classes) sorted at once by AP: bounds memory at ~a few hundred MB."""
+_BLOCK = 1 << 20
+"""Entries (samples x classes) sorted at once by AP: ~50 bytes each, ~50 MB."""
+
+_CHUNK = 1 << 18
+"""Entries converted or compared at once when rows are processed in chunks: the metrics of
+:func:`compute_metrics` hold no full-size copy of their inputs."""
+
+
+def _row_chunks(n: int, c: int) -> list[slice]:
+    step = max(1, _CHUNK // c)
+    return [slice(lo, min(n, lo + step)) for lo in range(0, n, step)]
+
+
+def _first_bad(arr: np.ndarray, is_bad: Any) -> tuple[int, int] | None:
+    """(row, col) of the first entry where ``is_bad(chunk)`` holds, checked chunk by chunk."""
+    for rows in _row_chunks(*arr.shape):
+        bad = is_bad(arr[rows])
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            return rows.start + int(row), int(col)
+    return None
 
 
 class MetricsInputError(ValueError):
@@ -52,22 +72,28 @@ def _binary(name: str, arr: object, shape: tuple[int, ...]) -> np.ndarray:
         return out
     if out.dtype.kind not in "iuf":
         raise MetricsInputError(f"{name} must be bool or 0/1 numbers, got dtype {out.dtype}")
-    bad = (out != 0) & (out != 1)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
+    bad = _first_bad(out, lambda chunk: (chunk != 0) & (chunk != 1))
+    if bad is not None:
+        row, col = bad
         raise MetricsInputError(f"{name}[{row}, {col}] = {out[row, col].item()!r} is not binary "
                                 f"(expected 0/1 or bool)")
     return out.astype(bool)
 
 
 def _scores(arr: object) -> np.ndarray:
+    return _checked_scores(arr).astype(np.float64, copy=False)
+
+
+def _checked_scores(arr: object) -> np.ndarray:
+    """Scores checked chunk by chunk; float32 and float64 are kept without a copy."""
     out = _two_d("scores", arr)
     if out.dtype.kind not in "iuf":
         raise MetricsInputError(f"scores must be real numbers, got dtype {out.dtype}")
-    out = out.astype(np.float64, copy=False)
-    bad = ~np.isfinite(out) | (out < 0) | (out > 1)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
+    if out.dtype not in (np.float32, np.float64):
+        out = out.astype(np.float64)
+    bad = _first_bad(out, lambda chunk: ~np.isfinite(chunk) | (chunk < 0) | (chunk > 1))
+    if bad is not None:
+        row, col = bad
         raise MetricsInputError(f"scores[{row}, {col}] = {out[row, col].item()!r} is not a finite "
                                 f"probability in [0, 1]")
     return out
@@ -110,7 +136,15 @@ def validate_inputs(
     ``labels`` and ``difficult`` bool or 0/1 of the same shape; ``target`` integers ``< C``, where
     a negative entry means "no given label" for that row.
     """
-    s = _scores(scores)
+    s, y, tgt, diff = _validated(scores, labels, target, difficult)
+    return s.astype(np.float64, copy=False), y, tgt, diff
+
+
+def _validated(
+    scores: object, labels: object, target: object = None, difficult: object = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """:func:`validate_inputs` keeping float32 scores as they are (no full-size copy)."""
+    s = _checked_scores(scores)
     y = _binary("labels", labels, s.shape)
     tgt = None if target is None else _target(target, *s.shape)
     diff = None if difficult is None else _binary("difficult", difficult, s.shape)
@@ -143,16 +177,16 @@ def _ap_block(s: np.ndarray, state: np.ndarray) -> np.ndarray:
 
 
 def _average_precision(s: np.ndarray, y: np.ndarray, diff: np.ndarray | None) -> np.ndarray:
-    state = y.astype(np.int8)
-    if diff is not None:
-        state[diff] = -1
-    state = state.T
     n, c = s.shape
     step = max(1, _BLOCK // n)
     blocks = []
     for lo in range(0, c, step):
         cols = slice(lo, lo + step)
-        blocks.append(_ap_block(np.ascontiguousarray(s[:, cols].T), state[cols]))
+        state = y[:, cols].astype(np.int8)
+        if diff is not None:
+            state[diff[:, cols]] = -1
+        blocks.append(_ap_block(np.ascontiguousarray(s[:, cols].T, dtype=np.float64),
+                                np.ascontiguousarray(state.T)))
     return np.concatenate(blocks)
 
 
@@ -200,11 +234,15 @@ def _f1(p: float, r: float) -> float:
     return 2 * p * r / (p + r) if p + r > 0 else 0.0
 
 
-def _prf(pred: np.ndarray, y: np.ndarray, diff: np.ndarray | None) -> dict[str, float]:
+def _prf_counts(pred: np.ndarray, y: np.ndarray, diff: np.ndarray | None) -> np.ndarray:
+    """Per class (TP, |predicted|, |true|), shape [3, C]: additive over rows."""
     if diff is not None:
         pred, y = pred & ~diff, y & ~diff
-    tp = (pred & y).sum(axis=0)
-    n_pred, n_true = pred.sum(axis=0), y.sum(axis=0)
+    return np.stack([(pred & y).sum(axis=0), pred.sum(axis=0), y.sum(axis=0)])
+
+
+def _prf_from_counts(counts: np.ndarray) -> dict[str, float]:
+    tp, n_pred, n_true = counts
     cp = float(_ratio(tp, n_pred).mean())
     cr = float(_ratio(tp, n_true).mean())
     op = float(_ratio(tp.sum(), n_pred.sum()))
@@ -227,7 +265,7 @@ def prf_from_predictions(
     y = _binary("labels", labels, np.shape(labels))
     p = _binary("pred", pred, y.shape)
     diff = None if difficult is None else _binary("difficult", difficult, y.shape)
-    return _prf(p, y, diff)
+    return _prf_from_counts(_prf_counts(p, y, diff))
 
 
 # -- predicted sets ----------------------------------------------------------------------------
@@ -270,13 +308,14 @@ def real_set(scores: object, t: float) -> np.ndarray:
 
 
 # -- ReaL / MILe metrics -----------------------------------------------------------------------
-def _mean_or_nan(x: np.ndarray) -> float:
-    return float(x.mean()) if x.size else float("nan")
+def _ratio_or_nan(sums: np.ndarray) -> float:
+    """``sums[0] / sums[1]``, ``nan`` when the denominator is 0."""
+    return float(sums[0] / sums[1]) if sums[1] else float("nan")
 
 
-def _real_accuracy(s: np.ndarray, y: np.ndarray) -> float:
+def _real_accuracy_sums(s: np.ndarray, y: np.ndarray) -> np.ndarray:
     rows = y.any(axis=1)
-    return _mean_or_nan(y[rows, s[rows].argmax(axis=1)])
+    return np.array([y[rows, s[rows].argmax(axis=1)].sum(), rows.sum()], dtype=np.float64)
 
 
 def real_accuracy(scores: object, labels: object) -> float:
@@ -286,14 +325,14 @@ def real_accuracy(scores: object, labels: object) -> float:
     ``nan`` if every true set is empty.
     """
     s, y, _, _ = validate_inputs(scores, labels)
-    return _real_accuracy(s, y)
+    return _ratio_or_nan(_real_accuracy_sums(s, y))
 
 
-def _real_f1(s: np.ndarray, y: np.ndarray, t: float) -> float:
+def _real_f1_sums(s: np.ndarray, y: np.ndarray, t: float) -> np.ndarray:
     rows = y.any(axis=1)
     pred, y = _real_set(s[rows], t), y[rows]
     f1 = 2 * (pred & y).sum(axis=1) / (pred.sum(axis=1) + y.sum(axis=1))
-    return _mean_or_nan(f1)
+    return np.array([f1.sum(), rows.sum()], dtype=np.float64)
 
 
 def real_f1(scores: object, labels: object, t: float) -> float:
@@ -303,11 +342,11 @@ def real_f1(scores: object, labels: object, t: float) -> float:
     are excluded; ``nan`` if every true set is empty.
     """
     s, y, _, _ = validate_inputs(scores, labels)
-    return _real_f1(s, y, _threshold(t))
+    return _ratio_or_nan(_real_f1_sums(s, y, _threshold(t)))
 
 
-def _coverage(s: np.ndarray, t: float) -> float:
-    return float(_real_set(s, t).sum(axis=1).mean())
+def _coverage_sums(s: np.ndarray, t: float) -> np.ndarray:
+    return np.array([_real_set(s, t).sum(), s.shape[0]], dtype=np.float64)
 
 
 def label_coverage(scores: object, t: float) -> float:
@@ -315,20 +354,20 @@ def label_coverage(scores: object, t: float) -> float:
 
     A set size, not a fraction: 1.16 means 16 % more labels than one per image.
     """
-    return _coverage(_scores(scores), _threshold(t))
+    return _ratio_or_nan(_coverage_sums(_scores(scores), _threshold(t)))
 
 
 def _given(target: np.ndarray) -> np.ndarray:
     return target >= 0
 
 
-def _label_recovery(s: np.ndarray, y: np.ndarray, target: np.ndarray, t: float) -> float:
+def _label_recovery_sums(s: np.ndarray, y: np.ndarray, target: np.ndarray, t: float
+                         ) -> np.ndarray:
     rows = _given(target)
     extra = y[rows].copy()
     extra[np.arange(extra.shape[0]), target[rows]] = False
     found = (_real_set(s[rows], t) & extra).sum()
-    total = extra.sum()
-    return float(found / total) if total else float("nan")
+    return np.array([found, extra.sum()], dtype=np.float64)
 
 
 def label_recovery(scores: object, labels: object, target: object, t: float) -> float:
@@ -339,17 +378,17 @@ def label_recovery(scores: object, labels: object, target: object, t: float) -> 
     excluded; ``nan`` when there is no extra true label.
     """
     s, y, tgt, _ = validate_inputs(scores, labels, target=target)
-    return _label_recovery(s, y, tgt, _threshold(t))
+    return _ratio_or_nan(_label_recovery_sums(s, y, tgt, _threshold(t)))
 
 
-def _topk_accuracy(s: np.ndarray, target: np.ndarray, k: int) -> float:
+def _topk_accuracy_sums(s: np.ndarray, target: np.ndarray, k: int) -> np.ndarray:
     rows = _given(target)
     s, target = s[rows], target[rows]
     own = s[np.arange(s.shape[0]), target][:, None]
     # Rank of the given class under topk_set's order (score, then lower index first).
     earlier = np.arange(s.shape[1]) < target[:, None]
     rank = ((s > own) | ((s == own) & earlier)).sum(axis=1)
-    return _mean_or_nan(rank < k)
+    return np.array([(rank < k).sum(), rows.sum()], dtype=np.float64)
 
 
 def topk_accuracy(scores: object, target: object, k: int) -> float:
@@ -358,20 +397,48 @@ def topk_accuracy(scores: object, target: object, k: int) -> float:
     Ties follow :func:`topk_set`; rows with a negative target are excluded (``nan`` if none left).
     """
     s = _scores(scores)
-    return _topk_accuracy(s, _target(target, *s.shape), _positive_int("k", k))
+    return _ratio_or_nan(_topk_accuracy_sums(s, _target(target, *s.shape),
+                                             _positive_int("k", k)))
 
 
 # -- calibration -------------------------------------------------------------------------------
-def _reliability(s: np.ndarray, y: np.ndarray, n_bins: int) -> dict[str, np.ndarray]:
+def _bin_sums(p: np.ndarray, y: np.ndarray, n_bins: int, per_column: bool = False
+              ) -> np.ndarray:
+    """Per bin (count, sum of p, sum of y), shape [3, G * n_bins]: G = 1 pooled over every
+    entry, or one group of bins per column. Additive over rows.
+
+    searchsorted(left) - 1 puts p in bin b iff edges[b] < p <= edges[b+1]; p == 0 -> bin 0."""
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    p = s.ravel()
-    # searchsorted(left) - 1 puts p in bin b iff edges[b] < p <= edges[b+1]; p == 0 -> bin 0.
     b = np.clip(np.searchsorted(edges, p, side="left") - 1, 0, n_bins - 1)
-    count = np.bincount(b, minlength=n_bins)
+    groups = 1
+    if per_column:
+        groups = p.shape[1]
+        b = b + n_bins * np.arange(groups)
+    b, size = b.ravel(), groups * n_bins
+    return np.stack([np.bincount(b, minlength=size).astype(np.float64),
+                     np.bincount(b, weights=p.ravel(), minlength=size),
+                     np.bincount(b, weights=y.ravel(), minlength=size)])
+
+
+def _top1_bin_sums(s: np.ndarray, y: np.ndarray, n_bins: int) -> np.ndarray:
+    top = s.argmax(axis=1)
+    rows = np.arange(len(s))
+    return _bin_sums(s[rows, top], y[rows, top], n_bins)
+
+
+def _ece_from_sums(sums: np.ndarray, n_bins: int) -> np.ndarray:
+    """ECE of each group of bins: ``sum_b |B_b| / n * |freq_b - conf_b|``."""
+    count, conf, freq = sums.reshape(3, -1, n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
-        confidence = np.bincount(b, weights=p, minlength=n_bins) / count
-        frequency = np.bincount(b, weights=y.ravel(), minlength=n_bins) / count
-    return {"edges": edges, "confidence": confidence, "frequency": frequency, "count": count}
+        gap = np.where(count > 0, np.abs(freq / count - conf / count), 0.0)
+    return (count * gap).sum(axis=1) / count.sum(axis=1)
+
+
+def _reliability(s: np.ndarray, y: np.ndarray, n_bins: int) -> dict[str, np.ndarray]:
+    count, conf, freq = _bin_sums(s, y, n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"edges": np.linspace(0.0, 1.0, n_bins + 1), "confidence": conf / count,
+                "frequency": freq / count, "count": count.astype(np.int64)}
 
 
 def reliability_bins(scores: object, labels: object, n_bins: int = 15) -> dict[str, np.ndarray]:
@@ -386,13 +453,6 @@ def reliability_bins(scores: object, labels: object, n_bins: int = 15) -> dict[s
     return _reliability(s, y, _positive_int("n_bins", n_bins))
 
 
-def _ece(s: np.ndarray, y: np.ndarray, n_bins: int) -> float:
-    rel = _reliability(s, y, n_bins)
-    full = rel["count"] > 0
-    gap = np.abs(rel["frequency"][full] - rel["confidence"][full])
-    return float((rel["count"][full] * gap).sum() / s.size)
-
-
 def expected_calibration_error(scores: object, labels: object, n_bins: int = 15) -> float:
     """ECE over all N*C (sample, class) entries (Guo et al. 2017, per-entry for multi-label).
 
@@ -400,11 +460,8 @@ def expected_calibration_error(scores: object, labels: object, n_bins: int = 15)
     (``(lo, hi]``, p == 0 in the first bin), empty bins contributing 0. In [0, 1].
     """
     s, y, _, _ = validate_inputs(scores, labels)
-    return _ece(s, y, _positive_int("n_bins", n_bins))
-
-
-def _class_ece(s: np.ndarray, y: np.ndarray, n_bins: int) -> float:
-    return float(np.mean([_ece(s[:, [c]], y[:, [c]], n_bins) for c in range(s.shape[1])]))
+    n_bins = _positive_int("n_bins", n_bins)
+    return float(_ece_from_sums(_bin_sums(s, y, n_bins), n_bins)[0])
 
 
 def classwise_calibration_error(scores: object, labels: object, n_bins: int = 15) -> float:
@@ -412,13 +469,8 @@ def classwise_calibration_error(scores: object, labels: object, n_bins: int = 15
     column, ``sum_b |B_bc| / N * |freq_bc - conf_bc|`` with the bins of
     :func:`reliability_bins`, then the mean over the C classes. In [0, 1]."""
     s, y, _, _ = validate_inputs(scores, labels)
-    return _class_ece(s, y, _positive_int("n_bins", n_bins))
-
-
-def _top1_ece(s: np.ndarray, y: np.ndarray, n_bins: int) -> float:
-    top = s.argmax(axis=1)
-    rows = np.arange(len(s))
-    return _ece(s[rows, top][:, None], y[rows, top][:, None], n_bins)
+    n_bins = _positive_int("n_bins", n_bins)
+    return float(_ece_from_sums(_bin_sums(s, y, n_bins, per_column=True), n_bins).mean())
 
 
 def top1_calibration_error(scores: object, labels: object, n_bins: int = 15) -> float:
@@ -427,12 +479,48 @@ def top1_calibration_error(scores: object, labels: object, n_bins: int = 15) -> 
     correctness). The calibration that means something for a softmax classifier scored
     against multi-label truth."""
     s, y, _, _ = validate_inputs(scores, labels)
-    return _top1_ece(s, y, _positive_int("n_bins", n_bins))
+    n_bins = _positive_int("n_bins", n_bins)
+    return float(_ece_from_sums(_top1_bin_sums(s, y, n_bins), n_bins)[0])
 
 
 # -- everything at once ------------------------------------------------------------------------
-def _suffixed(d: dict[str, float], suffix: str) -> dict[str, float]:
-    return {f"{k}{suffix}": v for k, v in d.items()}
+_RHOS = (0.25, 0.5)
+_N_BINS = 15
+
+
+def _row_statistics(s: np.ndarray, y: np.ndarray, tgt: np.ndarray | None,
+                    diff: np.ndarray | None, t: float, output: str) -> dict[str, np.ndarray]:
+    """The additive statistics of every row-separable metric on a block of rows."""
+    stats = {"prf": _prf_counts(s >= t, y, diff), "prf_top3": _prf_counts(_topk(s, 3), y, diff),
+             "real_acc": _real_accuracy_sums(s, y)}
+    for rho in _RHOS:
+        stats[f"real_f1@{rho}"] = _real_f1_sums(s, y, rho)
+        stats[f"label_coverage@{rho}"] = _coverage_sums(s, rho)
+    if output == "softmax":
+        stats["ECE_top1"] = _top1_bin_sums(s, y, _N_BINS)
+    else:
+        stats["ECE"] = _bin_sums(s, y, _N_BINS)
+        stats["ECE_class"] = _bin_sums(s, y, _N_BINS, per_column=True)
+    if tgt is not None:
+        stats["top1"] = _topk_accuracy_sums(s, tgt, 1)
+        stats["top5"] = _topk_accuracy_sums(s, tgt, 5)
+        for rho in _RHOS:
+            stats[f"label_recovery@{rho}"] = _label_recovery_sums(s, y, tgt, rho)
+    return stats
+
+
+def _summed_statistics(s: np.ndarray, y: np.ndarray, tgt: np.ndarray | None,
+                       diff: np.ndarray | None, t: float, output: str) -> dict[str, np.ndarray]:
+    """:func:`_row_statistics` over blocks of rows (each block converted to float64), summed:
+    memory bounded by the block, results those of one pass over all rows."""
+    total: dict[str, np.ndarray] = {}
+    for rows in _row_chunks(*s.shape):
+        block = _row_statistics(s[rows].astype(np.float64), y[rows],
+                                None if tgt is None else tgt[rows],
+                                None if diff is None else diff[rows], t, output)
+        for key, value in block.items():
+            total[key] = total[key] + value if key in total else value
+    return total
 
 
 def compute_metrics(
@@ -454,27 +542,31 @@ def compute_metrics(
     ``target >= 0`` and omitted when there are none. With ``difficult`` having any True
     entry: ``mAP_difficult`` = mAP over the images that have at least one difficult entry
     (difficult entries still skipped).
+
+    Memory: float32 scores are used as given; apart from AP's column blocks (~50 MB) every
+    metric is accumulated over blocks of rows, so the peak is a small multiple of a block
+    beyond the inputs.
     """
-    s, y, tgt, diff = validate_inputs(scores, labels, target, difficult)
+    s, y, tgt, diff = _validated(scores, labels, target, difficult)
     t = _threshold(threshold)
+    if tgt is not None and not _given(tgt).any():
+        tgt = None
     out = {"mAP": _mean_ap(_average_precision(s, y, diff), skip_empty=False)}
-    out |= _prf(s >= t, y, diff)
-    out |= _suffixed(_prf(_topk(s, 3), y, diff), "_top3")
-    out["real_acc"] = _real_accuracy(s, y)
-    for rho in (0.25, 0.5):
-        out[f"real_f1@{rho}"] = _real_f1(s, y, rho)
-        out[f"label_coverage@{rho}"] = _coverage(s, rho)
-    if output == "softmax":
-        out["ECE_top1"] = _top1_ece(s, y, 15)
-    else:
-        out["ECE"] = _ece(s, y, 15)
-        out["ECE_class"] = _class_ece(s, y, 15)
-    if tgt is not None and _given(tgt).any():
-        out["top1"] = _topk_accuracy(s, tgt, 1)
-        out["top5"] = _topk_accuracy(s, tgt, 5)
-        for rho in (0.25, 0.5):
-            out[f"label_recovery@{rho}"] = _label_recovery(s, y, tgt, rho)
+    stats = _summed_statistics(s, y, tgt, diff, t, output)
+    out |= _prf_from_counts(stats.pop("prf"))
+    out |= _suffixed(_prf_from_counts(stats.pop("prf_top3")), "_top3")
+    for key, value in stats.items():
+        if key == "ECE_class":
+            out[key] = float(_ece_from_sums(value, _N_BINS).mean())
+        elif key.startswith("ECE"):
+            out[key] = float(_ece_from_sums(value, _N_BINS)[0])
+        else:
+            out[key] = _ratio_or_nan(value)
     if diff is not None and diff.any():
         rows = diff.any(axis=1)
         out["mAP_difficult"] = _mean_ap(_average_precision(s[rows], y[rows], diff[rows]), False)
     return out
+
+
+def _suffixed(d: dict[str, float], suffix: str) -> dict[str, float]:
+    return {f"{k}{suffix}": v for k, v in d.items()}

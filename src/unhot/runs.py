@@ -123,9 +123,11 @@ def write_yaml(path: Path, obj: Any) -> None:
     atomic_write(path, lambda h: yaml.safe_dump(obj, h, sort_keys=False))
 
 
-def write_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Atomically write a compressed ``.npz``."""
-    atomic_write(path, lambda h: np.savez_compressed(h, **arrays), mode="wb")
+def write_npz(path: Path, compress: bool = True, **arrays: np.ndarray) -> None:
+    """Atomically write an ``.npz`` (compressed unless ``compress`` is False: large arrays
+    rewritten every epoch are cheaper to write than to compress)."""
+    save = np.savez_compressed if compress else np.savez
+    atomic_write(path, lambda h: save(h, **arrays), mode="wb")
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

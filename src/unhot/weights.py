@@ -28,6 +28,7 @@ class Architecture:
     class_names: tuple[str, ...]
     calibration_head: bool = False
     input_size: int = 0
+    cam_boost: float = 1.0
 
     @property
     def num_classes(self) -> int:
@@ -37,7 +38,7 @@ class Architecture:
         """A freshly initialised model of this architecture."""
         return build_model(self.backbone, self.in_channels, self.num_classes, width=self.width,
                            calibration_head=self.calibration_head, head_bias=head_bias,
-                           input_size=self.input_size or None)
+                           input_size=self.input_size or None, cam_boost=self.cam_boost)
 
 
 def save_weights(model: Classifier, arch: Architecture, path: Path) -> None:

@@ -55,7 +55,7 @@ class TensorImages:
         return int(self.tensor.shape[0])
 
     def load(self, indices: np.ndarray) -> torch.Tensor:
-        return self.tensor[torch.as_tensor(indices, dtype=torch.long)]
+        return self.tensor.index_select(0, torch.as_tensor(indices, dtype=torch.long))
 
 
 @dataclass
@@ -84,7 +84,7 @@ class Split:
         if self.true.shape[1] != self.labels.num_classes:
             raise LabelError(f"split '{self.name}': true labels have {self.true.shape[1]} "
                              f"classes, observed labels {self.labels.num_classes}")
-        if not self.ids:
+        if len(self.ids) == 0:
             self.ids = [str(i) for i in range(n)]
 
     def __len__(self) -> int:
@@ -96,22 +96,30 @@ class Split:
 
     @property
     def difficult(self) -> np.ndarray:
+        """The difficult mask N x C (all False when the dataset has none: allocates N x C)."""
         if self.labels.difficult is None:
             return np.zeros_like(self.true)
         return self.labels.difficult
 
+    @property
+    def difficult_or_none(self) -> np.ndarray | None:
+        """The difficult mask when any entry is difficult, else None (nothing allocated)."""
+        mask = self.labels.difficult
+        return mask if mask is not None and mask.any() else None
+
+    def _difficult_rows(self, idx: np.ndarray) -> np.ndarray:
+        if self.labels.difficult is None:
+            return np.zeros((len(idx), self.num_classes), dtype=bool)
+        return self.labels.difficult[idx]
+
     def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """A whole batch at once (torch's DataLoader calls this instead of per-item access)."""
         idx = np.asarray(indices, dtype=np.int64)
-        return {
-            "image": self.images.load(idx),
-            "index": torch.from_numpy(idx),
-            "positive": torch.from_numpy(self.labels.positive[idx]),
-            "negative": torch.from_numpy(self.labels.negative[idx]),
-            "true": torch.from_numpy(self.true[idx]),
-            "difficult": torch.from_numpy(self.difficult[idx]),
-            "target": torch.from_numpy(self.target[idx]),
-        }
+        rows = {"positive": self.labels.positive, "negative": self.labels.negative,
+                "true": self.true, "target": self.target}
+        batch = {key: torch.from_numpy(np.take(array, idx, axis=0)) for key, array in rows.items()}
+        return {"image": self.images.load(idx), "index": torch.from_numpy(idx), **batch,
+                "difficult": torch.from_numpy(self._difficult_rows(idx))}
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([index]).items()}
@@ -140,5 +148,5 @@ class DataBundle:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        sample = self.train.images.load(np.array([0]))
+        sample = self.test.images.load(np.array([0]))
         return tuple(sample.shape[1:])  # type: ignore[return-value]

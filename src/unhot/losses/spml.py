@@ -117,3 +117,85 @@ def role_initial_estimates(positive: Tensor, generator: torch.Generator) -> Tens
     spread = math.log(0.6 / 0.4)
     start = (2 * torch.rand(positive.shape, generator=generator) - 1) * spread
     return torch.where(positive, torch.full_like(start, math.log(0.995 / 0.005)), start)
+
+
+def large_loss_mask(logits: Tensor, positive: Tensor, unknown: Tensor, rate: float) -> Tensor:
+    """The entries Kim et al.'s large-loss methods modify (CVPR 2022, LargeLossMatters
+    losses.py:43-56): among the unknown entries, those whose assume-negative loss
+    ``-log(1 - p)`` is at least the k-th largest of the batch, ``k = ceil(B C rate)`` counted
+    over all B*C entries (so k >= 1 once ``rate > 0``). Not differentiable (a selection)."""
+    k = math.ceil(logits.numel() * rate - 1e-9)
+    if k <= 0:
+        return torch.zeros_like(positive)
+    candidate_loss = torch.where(unknown, -F.logsigmoid(-logits.detach()), 0.0)
+    k = min(k, candidate_loss.numel())
+    threshold = torch.topk(candidate_loss.flatten(), k).values[-1]
+    return unknown & (candidate_loss >= threshold) & (candidate_loss > 0)
+
+
+def large_loss(logits: Tensor, positive: Tensor, modified: Tensor, correct: bool) -> Tensor:
+    """LL-R / LL-Ct (Kim et al., CVPR 2022, eq. 5-6): the assume-negative BCE on every entry,
+    except the ``modified`` ones (:func:`large_loss_mask`), whose loss is rejected (weight 0,
+    LL-R) or corrected (BCE against target 1, LL-Ct / LL-Cp); mean over all B*C entries (the
+    rejected ones stay in the denominator, losses.py:58)::
+
+        l_ic = BCE(z_ic, y_ic)       unmodified (y = 1 on positives, 0 elsewhere)
+        l_ic = 0                      modified, LL-R
+        l_ic = BCE(z_ic, 1)           modified, LL-Ct / LL-Cp
+
+    Config: ``method: {name: spml, loss: ll_r}`` (``ll_ct``, ``ll_cp``; ``delta_rel``)."""
+    assumed = F.binary_cross_entropy_with_logits(logits, positive.to(logits.dtype),
+                                                 reduction="none")
+    replaced = (F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits),
+                                                   reduction="none")
+                if correct else torch.zeros_like(assumed))
+    return torch.where(modified, replaced, assumed).mean()
+
+
+GR_EPSILON = 1e-7
+"""Inside GR's ``-log(p + eps)`` (GRLoss losses.py:37-39)."""
+
+
+def generalised_ce(p: Tensor, q: float) -> Tensor:
+    """Generalised cross-entropy toward 1 (Zhang & Sabuncu, NeurIPS 2018): ``(1 - p^q) / q``;
+    ``q -> 0`` is ``-log p``, ``q = 1`` is ``1 - p`` (MAE)."""
+    return (1 - p.pow(q)) / q
+
+
+def gr_loss(logits: Tensor, positive: Tensor, negative: Tensor, w: float, b: float, mu: float,
+            sigma: float, q2: float, q3: float) -> Tensor:
+    """Generalized robust loss (Chen et al., IJCAI 2024, GRLoss losses.py:8-14), mean over all
+    B*C entries, with ``p = sigmoid(z)`` and ``sg`` = stop-gradient::
+
+        l = -log(p + 1e-7)                                              observed positive
+        l = V (K (1 - p^q2) / q2 + (1 - K) (1 - (1 - p)^q3) / q3)       unknown
+        K = sigmoid(w sg(p) + b)          soft pseudo-label (chance the entry is positive)
+        V = exp(-(sg(p) - mu)^2 / (2 sigma^2))                          weight
+
+    Observed negatives (absent from the single-positive protocol, where the authors' loss gives
+    them 0) get the assume-negative ``-log(1 - p + 1e-7)``. ``w, b, mu, sigma`` follow
+    :func:`gr_schedule`.
+
+    Config: ``method: {name: spml, loss: gr}`` (``gr_beta``, ``gr_alpha``, ``gr_q``)."""
+    p = torch.sigmoid(logits)
+    held = p.detach()
+    soft_positive = torch.sigmoid(w * held + b)
+    weight = torch.exp(-0.5 * ((held - mu) / sigma) ** 2)
+    towards = soft_positive * generalised_ce(p, q2) + (1 - soft_positive) * generalised_ce(
+        1 - p, q3)
+    loss = torch.where(positive, -torch.log(p + GR_EPSILON),
+                       torch.where(negative, -torch.log(1 - p + GR_EPSILON), weight * towards))
+    return loss.mean()
+
+
+def gr_schedule(beta: tuple[float, float, float, float], alpha: tuple[float, float, float, float],
+                epoch: int, epochs: int) -> tuple[float, float, float, float]:
+    """GR's hyper-parameters in epoch ``epoch`` (1-based) of ``epochs``, linear from start to
+    end values (GRLoss train.py:61-78): ``beta = (w_0, w_T, b_0, b_T)`` move with
+    ``(epoch - 1) / T`` (so ``w_T`` is never reached), ``alpha = (mu_0, sigma_0, mu_T,
+    sigma_T)`` with ``epoch / T``. Returns ``(w, b, mu, sigma)``."""
+    lag, lead = max(epoch - 1, 0) / epochs, max(epoch, 0) / epochs
+    w0, w_end, b0, b_end = beta
+    mu0, sigma0, mu_end, sigma_end = alpha
+    return (w0 + (w_end - w0) * lag, b0 + (b_end - b0) * lag,
+            mu0 + (mu_end - mu0) * lead, sigma0 + (sigma_end - sigma0) * lead)

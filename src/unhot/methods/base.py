@@ -96,11 +96,16 @@ class TrainingTask:
         ``nn.Linear`` init, Cole et al.'s and Zhou et al.'s SPML code) for ``default``."""
         return -math.log(num_classes) if self.head_init == "minus_log_c" else None
 
-    def trainable(self, train: Split) -> list[dict[str, Any]]:
-        """Parameter groups the task itself learns from the training split (e.g. ROLE's
-        per-sample label estimates), optimised with the model's: ``{"params": [...],
-        "lr_scale": s}`` trains them at ``s`` times the scheduled learning rate. Default: none."""
-        return []
+    single_process: bool = False
+    """True for tasks whose per-sample state (ROLE's label estimates) lives in one process."""
+
+    def setup(self, train: Split) -> None:
+        """Build per-sample state from the training split before the first step (e.g. ROLE's
+        label estimates). Default: nothing."""
+
+    def after_step(self, lr: float) -> None:
+        """Hook after each optimizer step, with the step's scheduled learning rate (e.g. step
+        ROLE's label estimates). Default: nothing."""
 
     def on_epoch_end(self, runner: StageRunner) -> None:
         """Hook after each training epoch (e.g. refresh a label store). Default: nothing."""
@@ -127,7 +132,10 @@ class Stage:
     ``val_labels``: what the validation split is scored against, ``"true"`` (its clean label
     sets) or ``"observed"`` (its observed positives, e.g. Cole et al.'s single positives, the
     rest counted negative); the test split is always scored against its true sets.
-    ``patience``: with ``keep_best``, stop after this many epochs without a gain (early stop).
+    ``patience``: with ``keep_best``, stop after this many epochs without a gain (early stop);
+    ``stop_drop``: with ``keep_best``, stop when the metric falls more than this below its best.
+    ``cam_boost``: BoostLU's alpha for the model (1: plain pooling, see
+    :class:`~unhot.models.heads.Classifier`).
     """
 
     name: str
@@ -143,3 +151,5 @@ class Stage:
     test_best: bool = False
     val_labels: str = "true"
     patience: int | None = None
+    stop_drop: float | None = None
+    cam_boost: float = 1.0

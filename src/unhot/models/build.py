@@ -55,13 +55,14 @@ def _check_int(name: str, value: object, minimum: int) -> None:
 
 def build_model(backbone: str, in_channels: int, num_classes: int, *, width: int = 0,
                 calibration_head: bool = False, head_bias: float | None = None,
-                input_size: int | None = None) -> Classifier:
+                input_size: int | None = None, cam_boost: float = 1.0) -> Classifier:
     """A freshly initialised :class:`Classifier` (ResNets: Kaiming init; small_cnn: PyTorch's).
 
     ``width`` 0 = the backbone's default base width; ``input_size`` (pixels a side) picks the
     ResNet stem (CIFAR style below 64, else ImageNet; None = ImageNet) and is ignored by
     ``small_cnn``. ``head_bias`` fills the classification head's bias, e.g. ``-log(C)`` so the
-    initial sigmoid is about 1/C (MILe code's ``adjust_bias``). Draws from torch's global RNG.
+    initial sigmoid is about 1/C (MILe code's ``adjust_bias``). ``cam_boost``: BoostLU's alpha
+    (:class:`Classifier`). Draws from torch's global RNG.
     """
     if backbone not in BACKBONES:
         raise ModelConfigError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
@@ -72,10 +73,12 @@ def build_model(backbone: str, in_channels: int, num_classes: int, *, width: int
         _check_int("input_size", input_size, 1)
     if head_bias is not None and not math.isfinite(head_bias):
         raise ModelConfigError(f"head_bias must be finite, got {head_bias!r}")
+    if not cam_boost >= 1:
+        raise ModelConfigError(f"cam_boost must be >= 1, got {cam_boost!r}")
     spec = BACKBONES[backbone]
     net = spec.build(in_channels, width or spec.default_width, input_size)
     model = Classifier(net, net.out_channels, num_classes, with_calibration=calibration_head,
-                       preferred_memory_format=spec.memory_format)
+                       preferred_memory_format=spec.memory_format, cam_boost=cam_boost)
     if head_bias is not None:
         nn.init.constant_(model.head.bias, head_bias)
     return model

@@ -34,11 +34,17 @@ class Classifier(nn.Module):
 
     ``preferred_memory_format`` is the layout that trains fastest on CPU for this backbone;
     the caller moves model and inputs to it (``model.to(memory_format=...)``).
+    ``cam_boost`` alpha > 1 is BoostLU (Kim et al., CVPR 2023, BridgeGapExplanationPAMC
+    models.py:33-45): the head is applied at every location (the class activation map
+    ``M = W f + b``), positive activations are scaled, ``M' = alpha M`` where ``M > 0``, and
+    ``logits = mean_hw M'``; in training and evaluation. With alpha 1 this equals the head on
+    the pooled features.
     """
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, *,
                  with_calibration: bool = False,
-                 preferred_memory_format: torch.memory_format = torch.contiguous_format) -> None:
+                 preferred_memory_format: torch.memory_format = torch.contiguous_format,
+                 cam_boost: float = 1.0) -> None:
         super().__init__()
         self.backbone = backbone
         self.feature_dim = feature_dim
@@ -46,13 +52,20 @@ class Classifier(nn.Module):
         self.calibration_head: nn.Module | None = (
             calibration_head(feature_dim, num_classes) if with_calibration else None)
         self.preferred_memory_format = preferred_memory_format
+        self.cam_boost = cam_boost
         self.register_state_dict_post_hook(_pack_contiguous)
 
     def forward(self, x: Tensor) -> ModelOutput:
         feature_map = self.backbone(x)
         pooled = feature_map.mean(dim=(2, 3))
         calibration = None if self.calibration_head is None else self.calibration_head(pooled)
-        return ModelOutput(self.head(pooled), calibration, feature_map, pooled)
+        logits = self.head(pooled) if self.cam_boost == 1 else self._boosted_logits(feature_map)
+        return ModelOutput(logits, calibration, feature_map, pooled)
+
+    def _boosted_logits(self, feature_map: Tensor) -> Tensor:
+        cam = torch.einsum("bfhw,cf->bchw", feature_map, self.head.weight)
+        cam = cam + self.head.bias[None, :, None, None]
+        return torch.where(cam > 0, self.cam_boost * cam, cam).mean(dim=(2, 3))
 
 
 def _pack_contiguous(module: nn.Module, state: dict[str, Any], prefix: str,
