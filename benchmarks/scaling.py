@@ -4,8 +4,8 @@ PyTorch loops doing the same work.
 Data: Cole et al.'s feature layout written by this script (D = 64 float32 features, uint8 full
 labels, int8 observed labels with one positive per row), the linear model, batch 256, Adam.
 
-- ``fetch``: one 256-row batch from a split (``Split.__getitems__``), median of 50, at
-  N = 10k, 100k, 1M rows (C = 20 and 1000).
+- ``fetch``: one random 256-row batch from a split (``Split.__getitems__``), median of 200
+  interleaved rounds, at N = 10k, 100k, 1M rows (C = 20 and 1000).
 - ``loops``: one training epoch (SPML AN loss) and one evaluation pass of unhot's loop and of a
   plain loop over the same tensors (same model, loss, Adam, batch), alternating, medians.
 - ``role``: ROLE's epoch time at 8k and 24k rows (C = 1000, Cole et al.'s batch 8).
@@ -91,21 +91,26 @@ def in_memory_split(n: int, c: int) -> Split:
     return Split(images, from_ternary(observed), true.astype(bool), np.full(n, -1))
 
 
-def fetch_times(sizes: list[int], classes: list[int]) -> list[dict[str, Any]]:
+def fetch_times(sizes: list[int], classes: list[int], rounds: int = 200
+                ) -> list[dict[str, Any]]:
+    """Median time of one random 256-row batch per split size, the sizes interleaved round
+    by round so that drifts of the machine hit every size alike."""
     rows = []
     for c in classes:
-        for n in sizes:
-            split = in_memory_split(n, c)
-            rng = np.random.default_rng(0)
-            times = []
-            for _ in range(50):
+        splits = {n: in_memory_split(n, c) for n in sizes}
+        rng = np.random.default_rng(0)
+        times: dict[int, list[float]] = {n: [] for n in sizes}
+        for _ in range(rounds):
+            for n, split in splits.items():
                 index = rng.choice(n, BATCH, replace=False)
                 start = time.perf_counter()
                 split.__getitems__(index)
-                times.append(time.perf_counter() - start)
-            rows.append({"N": n, "C": c, "fetch_ms": 1e3 * statistics.median(times)})
+                times[n].append(time.perf_counter() - start)
+        for n in sizes:
+            rows.append({"N": n, "C": c, "fetch_ms": 1e3 * statistics.median(times[n]),
+                         "rounds": rounds})
             print(rows[-1], flush=True)
-            del split
+        del splits
     return rows
 
 
@@ -154,19 +159,29 @@ def loop_ratios(n: int, c: int, repeats: int, work: Path) -> dict[str, Any]:
     accelerator = make_accelerator(cfg)
     timing: dict[str, list[float]] = {k: [] for k in
                                       ("unhot_train", "plain_train", "unhot_eval", "plain_eval")}
-    for repeat in range(repeats):
-        result = runner.train_epoch()
-        timing["unhot_train"].append(result.seconds)
-        timing["plain_train"].append(plain_train_epoch(plain_model, plain_optimizer, features,
-                                                       positive, repeat))
+    epochs = [("unhot_train", lambda repeat: runner.train_epoch().seconds),
+              ("plain_train", lambda repeat: plain_train_epoch(
+                  plain_model, plain_optimizer, features, positive, repeat))]
+    for repeat in range(2 * repeats):  # each goes first as often as the other
+        for key, run_epoch in epochs if repeat % 2 == 0 else epochs[::-1]:
+            timing[key].append(run_epoch(repeat))
+
+    def unhot_eval() -> float:
         start = time.perf_counter()
         predict(accelerator, plain_model, train, torch.sigmoid, 1024)
-        timing["unhot_eval"].append(time.perf_counter() - start)
-        timing["plain_eval"].append(plain_predict(plain_model, features))
+        return time.perf_counter() - start
+
+    evals = [("unhot_eval", unhot_eval),
+             ("plain_eval", lambda: plain_predict(plain_model, features))]
+    for _, run in evals:  # warm-up: the first large allocation pays fresh pages
+        run()
+    for repeat in range(2 * repeats):  # each goes first as often as the other
+        for key, run in evals if repeat % 2 == 0 else evals[::-1]:
+            timing[key].append(run())
     med = {k: statistics.median(v) for k, v in timing.items()}
     row = {"N": len(train), "C": c, **{f"{k}_s": v for k, v in med.items()},
            "train_ratio": med["plain_train"] / med["unhot_train"],
-           "eval_ratio": med["plain_eval"] / med["unhot_eval"], "repeats": repeats}
+           "eval_ratio": med["plain_eval"] / med["unhot_eval"], "repeats": 2 * repeats}
     print(row, flush=True)
     return row
 
@@ -191,6 +206,14 @@ def role_epochs(sizes: list[int], c: int, work: Path) -> list[dict[str, Any]]:
 def current_rss() -> int:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * resource.getpagesize()
+
+
+def peak_rss() -> int:
+    """This process's peak RSS since its exec (``VmHWM``; ``ru_maxrss`` would also count the
+    forking parent's)."""
+    with open("/proc/self/status") as handle:
+        line = next(line for line in handle if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
 
 
 def child(job: str, root: Path, run: Path) -> dict[str, Any]:
@@ -225,7 +248,7 @@ def child(job: str, root: Path, run: Path) -> dict[str, Any]:
     else:
         raise SystemExit(f"unknown job {job}")
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     features = rows * row_bytes
     return {"job": job, "N": n, "C": c, "seconds": seconds, "peak_rss": peak, "base_rss": base,
             "feature_bytes": features, "entries": rows * c,
@@ -274,7 +297,8 @@ def markdown(result: dict[str, Any]) -> str:
              f"{result['numpy']}, 2 CPU threads)", "",
              f"Regenerate: `{result['command']}`", ""]
     if result.get("fetch"):
-        lines += ["## One 256-row batch fetch (median of 50)", "", "| C | N | ms |",
+        lines += ["## One 256-row batch fetch (median of 200, sizes interleaved)", "",
+                  "| C | N | ms |",
                   "|---|---|---|"]
         lines += [f"| {r['C']} | {r['N']:,} | {r['fetch_ms']:.3f} |" for r in result["fetch"]]
         lines.append("")
@@ -327,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         if "loops" in args.parts:
             cases = [(10_000, 20)] if quick else [(10_000, 20), (1_000_000, 20),
                                                   (100_000, 1000)]
-            result["loops"] = [loop_ratios(n, c, 2 if quick else 3, work) for n, c in cases]
+            result["loops"] = [loop_ratios(n, c, 1 if quick else 4, work) for n, c in cases]
         if "role" in args.parts:
             result["role"] = role_epochs([2_000, 6_000] if quick else [10_000, 30_000], 1000,
                                          work)
@@ -339,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     if quick:
         print(markdown(result))
         return 0
+    if (RESULTS / "scaling.json").exists():  # parts not re-run keep their committed results
+        kept = json.loads((RESULTS / "scaling.json").read_text())
+        result = {**{k: v for k, v in kept.items() if k not in result and k != "command"},
+                  **result}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "scaling.json").write_text(json.dumps(result, indent=1))
     (RESULTS / "scaling.md").write_text(markdown(result))

@@ -143,3 +143,32 @@ def test_cole_bad_label_is_a_one_line_cli_error(tmp_path, capsys):
     assert err.startswith("unhot: error: ") and len(err.splitlines()) == 1
     assert f"{LABELS}.npy" in err and "index (0, 0) holds 2" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_reads_no_training_values_and_bad_features_name_their_row(tmp_path, capsys):
+    """cole_features reads a split's values on first use: `unhot eval` scores the test split
+    even after the training labels were corrupted (their header still fits), while training
+    on them stops before any folder; NaN features and truncated files are one-line errors."""
+    root = cole_layout(tmp_path / "data", n=12)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "method": {"name": "spml", "loss": "an"}, "model": {"backbone": "linear"},
+        "data": {"name": "cole_features", "root": str(root), "features": "x"},
+        "optim": {"name": "adam", "lr": 0.01, "epochs": 1, "batch_size": 4},
+        "train": {"eval_every": 0, "progress": False, "threads": 1}}))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
+    np.save(root / f"{LABELS}.npy", np.full((12, 3), 2.0, dtype=np.float32))
+    capsys.readouterr()
+    assert main(["eval", "--run", str(tmp_path / "run")]) == 0
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "again")]) == 2
+    assert "index (0, 0) holds 2.0" in capsys.readouterr().err
+    assert not (tmp_path / "again").exists()
+
+    features = np.ones((6, 4), dtype=np.float32)
+    features[4, 2] = np.nan
+    with pytest.raises(DataError, match=r"train_features_x\.npy: row 4, feature 2 is nan"):
+        cole_data(cole_layout(tmp_path / "nan", train_features_x=features))
+    truncated = cole_layout(tmp_path / "cut") / "train_features_x.npy"
+    truncated.write_bytes(truncated.read_bytes()[:-8])
+    with pytest.raises(DataError, match=r"train_features_x\.npy: truncated"):
+        cole_data(truncated.parent)

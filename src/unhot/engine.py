@@ -11,7 +11,9 @@ exactly as an uninterrupted run would.
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -305,8 +307,8 @@ class StageRunner:
         self.model = self.model.to(self.acc.device, memory_format=self.memory_format)
         self.teacher = self._load_teacher()
         if self.task.single_process and self.acc.num_processes > 1:
-            raise RunError(f"stage '{stage.name}': a task with its own per-sample parameters "
-                           f"(ROLE) runs in one process only")
+            raise RunError(f"stage '{stage.name}': a task with its own per-sample state "
+                           f"(ROLE, LL-Cp) runs in one process only")
         self.task.setup(self.data.train)
         self.optimizer = build_optimizer(list(self.model.parameters()), self.cfg.optim)
         self.sampler = EpochShuffleSampler(len(self.data.train),
@@ -423,8 +425,7 @@ class StageRunner:
         set_epoch = getattr(self.loader, "set_epoch", self.sampler.set_epoch)
         set_epoch(self.epoch)
         self.model.train()
-        sums: dict[str, Tensor] = {}
-        counts: dict[str, int] = {}
+        terms: dict[str, list[Tensor]] = {}
         images_seen = 0
         start = time.perf_counter()
         bar = tqdm(self.loader, desc=f"{self.stage.name} {self.epoch + 1}/{self.epochs}",
@@ -432,13 +433,12 @@ class StageRunner:
         for batch in bar:
             losses = self.train_step(batch, generator)
             for key, value in losses.items():
-                sums[key] = sums.get(key, 0.0) + value.detach()
-                counts[key] = counts.get(key, 0) + 1
+                terms.setdefault(key, []).append(value.detach())
             images_seen += int(batch["image"].shape[0])
             if self.step % 25 == 0 and bar.disable is False:
                 bar.set_postfix(loss=f"{sum(losses.values()).item():.4f}")
         # A term present in some steps only (MILe's phases) is averaged over those steps.
-        means = {k: float(v) / counts[k] for k, v in sums.items()}
+        means = {k: float(torch.stack(v).sum()) / len(v) for k, v in terms.items()}
         return EpochResult(means, time.perf_counter() - start, images_seen)
 
     def train_step(self, batch: dict[str, Tensor], generator: torch.Generator
@@ -451,8 +451,8 @@ class StageRunner:
         ctx = StepContext(self.model, images, batch, self.step, self.epoch, self.teacher, raw)
         with autocast(self.acc):
             losses = self.task.losses(ctx)
-        total = sum(losses.values())
-        if not torch.isfinite(total):
+        total = functools.reduce(operator.add, losses.values())
+        if not math.isfinite(total.item()):
             self._fail_non_finite(losses)
         lr = learning_rate(self.step, self.steps_per_epoch, self.epochs, self.cfg.optim)
         for group in self.optimizer.param_groups:
@@ -584,9 +584,10 @@ class StageRunner:
             model = self.acc.unwrap_model(self.model)
             save_weights(model, self.arch, folder.weights_path(self.stage.name))
             test = self.data.test
+            difficult = test.difficult_or_none
             write_npz(folder.predictions_path(self.stage.name), scores=scores, true=test.true,
-                      target=test.target, difficult=test.difficult,
-                      ids=np.asarray(test.ids, dtype=str))
+                      target=test.target, ids=np.asarray(test.ids, dtype=str),
+                      **({} if difficult is None else {"difficult": difficult}))
             reliability_diagram(scores, test.true, folder.stage_dir(self.stage.name) /
                                 "reliability.png", f"{self.cfg.name}, stage {self.stage.name}",
                                 top1=self.task.output == "softmax")
@@ -603,16 +604,23 @@ class StageRunner:
 
 
 def evaluation_batches(accelerator: Accelerator, split: Split, batch_size: int,
-                       num_workers: int) -> Iterable[dict[str, Tensor]]:
-    """``image`` and ``index`` of every sample in order: consecutive rows read in this process
-    with no worker processes and one process (no labels gathered), else a DataLoader."""
+                       num_workers: int) -> Iterable[tuple[Tensor, slice | Tensor]]:
+    """(images, their rows) for every sample: consecutive rows (a ``slice``) read in this
+    process with no worker processes and one process (no labels gathered; a source with
+    ``load_range(lo, hi)`` serves them as a view), else index tensors from a DataLoader."""
     if num_workers == 0 and accelerator.num_processes == 1:
-        return ({"image": split.images.load(rows), "index": torch.from_numpy(rows)}
-                for rows in (np.arange(lo, min(lo + batch_size, len(split)))
-                             for lo in range(0, len(split), batch_size)))
+        load_range = getattr(split.images, "load_range", None)
+        for lo in range(0, len(split), batch_size):
+            hi = min(lo + batch_size, len(split))
+            yield (load_range(lo, hi) if load_range is not None
+                   else split.images.load(np.arange(lo, hi))), slice(lo, hi)
+        return
     loader = DataLoader(split, batch_size=batch_size, shuffle=False, collate_fn=collate_batch,
                         num_workers=num_workers, pin_memory=accelerator.device.type == "cuda")
-    return accelerator.prepare_data_loader(loader) if accelerator.num_processes > 1 else loader
+    if accelerator.num_processes > 1:
+        loader = accelerator.prepare_data_loader(loader)
+    for batch in loader:
+        yield batch["image"], batch["index"]
 
 
 def predict(accelerator: Accelerator, model: nn.Module, split: Split, to_scores: Any,
@@ -625,23 +633,23 @@ def predict(accelerator: Accelerator, model: nn.Module, split: Split, to_scores:
     and writing each row at its index makes every sample count exactly once. Memory: the
     float32 result (4 bytes per entry) and one batch.
     """
-    batches = evaluation_batches(accelerator, split, batch_size, num_workers)
     was_training = model.training
     model.eval()
     out: np.ndarray | None = None
     seen = np.zeros(len(split), dtype=bool)
     with torch.no_grad():
-        for batch in batches:
-            images = to_float(batch["image"].to(accelerator.device))
+        for images, rows in evaluation_batches(accelerator, split, batch_size, num_workers):
+            images = to_float(images.to(accelerator.device))
             images = images.contiguous(memory_format=memory_format)
             with autocast(accelerator):
                 scores = to_scores(model(images).logits.float())
-            index, scores = accelerator.gather((batch["index"].to(accelerator.device), scores))
+            if accelerator.num_processes > 1:
+                rows, scores = accelerator.gather((rows.to(accelerator.device), scores))
             if out is None:
                 out = np.empty((len(split), scores.shape[1]), dtype=np.float32)
-            rows = index.cpu().numpy()
-            out[rows] = scores.float().cpu().numpy()
-            seen[rows] = True
+            where = rows if isinstance(rows, slice) else rows.cpu().numpy()
+            out[where] = scores.float().cpu().numpy()
+            seen[where] = True
     model.train(was_training)
     if out is None or not seen.all():
         raise RunError(f"evaluation saw {int(seen.sum())} distinct samples of {len(split)}")

@@ -46,10 +46,13 @@ class LabelMatrix:
             if arr.shape != self.positive.shape:
                 raise LabelError(f"LabelMatrix.{name} has shape {arr.shape}, expected "
                                  f"{self.positive.shape}")
-        both = self.positive & self.negative
-        if both.any():
-            row, col = np.argwhere(both)[0]
-            raise LabelError(f"entry (row {row}, class {col}) is both positive and negative")
+        step = max(1, (1 << 20) // max(1, self.num_classes))
+        for start in range(0, self.num_samples, step):  # in blocks: no N x C temporary
+            both = self.positive[start:start + step] & self.negative[start:start + step]
+            if both.any():
+                row, col = np.argwhere(both)[0]
+                raise LabelError(f"entry (row {start + row}, class {col}) is both positive and "
+                                 f"negative")
 
     @property
     def num_samples(self) -> int:

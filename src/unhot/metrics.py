@@ -420,6 +420,15 @@ def _bin_sums(p: np.ndarray, y: np.ndarray, n_bins: int, per_column: bool = Fals
                      np.bincount(b, weights=y.ravel(), minlength=size)])
 
 
+def _streamed_bin_sums(s: np.ndarray, y: np.ndarray, n_bins: int, per_column: bool = False
+                       ) -> np.ndarray:
+    """:func:`_bin_sums` over blocks of rows (each converted to float64): no full-size copy."""
+    total = np.zeros((3, (s.shape[1] if per_column else 1) * n_bins))
+    for rows in _row_chunks(*s.shape):
+        total += _bin_sums(s[rows].astype(np.float64), y[rows], n_bins, per_column)
+    return total
+
+
 def _top1_bin_sums(s: np.ndarray, y: np.ndarray, n_bins: int) -> np.ndarray:
     top = s.argmax(axis=1)
     rows = np.arange(len(s))
@@ -435,7 +444,7 @@ def _ece_from_sums(sums: np.ndarray, n_bins: int) -> np.ndarray:
 
 
 def _reliability(s: np.ndarray, y: np.ndarray, n_bins: int) -> dict[str, np.ndarray]:
-    count, conf, freq = _bin_sums(s, y, n_bins)
+    count, conf, freq = _streamed_bin_sums(s, y, n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         return {"edges": np.linspace(0.0, 1.0, n_bins + 1), "confidence": conf / count,
                 "frequency": freq / count, "count": count.astype(np.int64)}
@@ -449,7 +458,7 @@ def reliability_bins(scores: object, labels: object, n_bins: int = 15) -> dict[s
     ``frequency`` (fraction of positive entries) -- both ``nan`` for an empty bin -- and
     ``count``.
     """
-    s, y, _, _ = validate_inputs(scores, labels)
+    s, y, _, _ = _validated(scores, labels)
     return _reliability(s, y, _positive_int("n_bins", n_bins))
 
 
@@ -459,18 +468,19 @@ def expected_calibration_error(scores: object, labels: object, n_bins: int = 15)
     ``ECE = sum_b |B_b| / (N C) * |freq_b - conf_b|`` with the bins of :func:`reliability_bins`
     (``(lo, hi]``, p == 0 in the first bin), empty bins contributing 0. In [0, 1].
     """
-    s, y, _, _ = validate_inputs(scores, labels)
+    s, y, _, _ = _validated(scores, labels)
     n_bins = _positive_int("n_bins", n_bins)
-    return float(_ece_from_sums(_bin_sums(s, y, n_bins), n_bins)[0])
+    return float(_ece_from_sums(_streamed_bin_sums(s, y, n_bins), n_bins)[0])
 
 
 def classwise_calibration_error(scores: object, labels: object, n_bins: int = 15) -> float:
     """Per-class ECE (Song et al., ACM MM 2021, eq. 2): for each class ``c`` the ECE of its
     column, ``sum_b |B_bc| / N * |freq_bc - conf_bc|`` with the bins of
     :func:`reliability_bins`, then the mean over the C classes. In [0, 1]."""
-    s, y, _, _ = validate_inputs(scores, labels)
+    s, y, _, _ = _validated(scores, labels)
     n_bins = _positive_int("n_bins", n_bins)
-    return float(_ece_from_sums(_bin_sums(s, y, n_bins, per_column=True), n_bins).mean())
+    return float(_ece_from_sums(_streamed_bin_sums(s, y, n_bins, per_column=True),
+                                n_bins).mean())
 
 
 def top1_calibration_error(scores: object, labels: object, n_bins: int = 15) -> float:

@@ -93,7 +93,7 @@ class RowsOf:
         return self.source.load(self.rows[np.asarray(indices)])
 
 
-def chunk_of(split: Split, rows: np.ndarray, ids: list[str]) -> Split:
+def chunk_of(split: Split, rows: np.ndarray, ids: Sequence[str]) -> Split:
     """The samples ``rows`` of ``split`` as a split of their own."""
     return Split(RowsOf(split.images, rows), split.labels.subset(rows), split.true[rows],
                  split.target[rows], [ids[r] for r in rows], split.name)
@@ -179,7 +179,7 @@ def relabel_run(run: Path, out: Path, data_file: str | None = None, split: str =
     model, _ = load_weights(RunFolder(run).weights_path(stage.name), engine.architecture(stage))
     model = model.to(engine.accelerator.device)
     main = engine.accelerator.is_main_process
-    ids = list(chosen.ids) or [f"{split}/{i}" for i in range(len(chosen))]
+    ids = chosen.ids if len(chosen.ids) else [f"{split}/{i}" for i in range(len(chosen))]
     total = Relabelled([], names, np.zeros(len(names), int), np.zeros(len(names), int),
                        files if main else {}, separator)
     with ExitStack() as stack:

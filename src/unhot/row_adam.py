@@ -13,7 +13,9 @@ it missed, all at once::
 (Kingma & Ba, ICLR 2015, Algorithm 1 with a zero gradient). The j-th replayed move is smaller
 than the first by about ``(b1 / sqrt(b2))^j``, so the replay stops after the J steps that bring
 it below float32 resolution; the moments themselves are decayed over all k steps exactly. An
-epoch then costs O(N J C), linear in N. No weight decay (Cole et al.'s ROLE uses none).
+epoch then costs O(N J C), linear in N. A replayed entry costs about what a dense Adam entry
+does (3-4 ns here), so tables of fewer than ``B J`` rows (B rows a step) are stepped densely,
+as ``torch.optim.Adam`` would. No weight decay (Cole et al.'s ROLE uses none).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from torch import Tensor
 
 _RESOLUTION = 1e-8
 """Relative size below which a replayed move is dropped (below float32's 6e-8 resolution)."""
+
+_DENSE_BELOW = 1
+"""Tables of fewer than this x (rows a step) x J rows are stepped densely (cheaper there)."""
 
 _REPLAY_ELEMENTS = 1 << 21
 """Rows x replayed steps x classes computed at once (bounds the replay's memory to ~50 MB)."""
@@ -50,7 +55,7 @@ class RowwiseAdam:
     """
 
     def __init__(self, values: Tensor, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8) -> None:
+                 eps: float = 1e-8, mode: str = "auto") -> None:
         self.values = values
         self.exp_avg = torch.zeros_like(self.values)
         self.exp_avg_sq = torch.zeros_like(self.values)
@@ -59,6 +64,9 @@ class RowwiseAdam:
         self.lr_history = torch.zeros(1024, dtype=torch.float64)
         self.betas, self.eps = betas, eps
         self.horizon = replay_horizon(betas)
+        if mode not in ("auto", "dense", "rows"):
+            raise ValueError(f"mode must be auto, dense or rows, got {mode!r}")
+        self.mode = mode
 
     def gather(self, rows: Tensor) -> Tensor:
         """The rows ``rows`` as they are after every step so far, as a new leaf tensor that
@@ -103,7 +111,13 @@ class RowwiseAdam:
         rows, inverse = torch.unique(rows, return_inverse=True)
         summed = torch.zeros(len(rows), grad.shape[1], dtype=self.values.dtype)
         summed.index_add_(0, inverse, grad.to(self.values.dtype))
+        if self.mode == "auto":
+            dense = len(self.values) < _DENSE_BELOW * len(rows) * self.horizon
+            self.mode = "dense" if dense else "rows"
         self._record_lr(lr)
+        if self.mode == "dense":
+            self._dense_step(rows, summed, lr)
+            return
         b1, b2 = self.betas
         t = self.steps
         m = self.exp_avg[rows].lerp_(summed, 1 - b1)
@@ -112,6 +126,19 @@ class RowwiseAdam:
         self.values[rows] -= lr / (1 - b1 ** t) * m / denom
         self.exp_avg[rows], self.exp_avg_sq[rows] = m, v
         self.last_step[rows] = t
+
+    def _dense_step(self, rows: Tensor, grad: Tensor, lr: float) -> None:
+        """Adam on the whole table (the rows outside the batch with a zero gradient); the mode is
+        fixed at the first step, so no row is ever behind."""
+        b1, b2 = self.betas
+        t = self.steps
+        self.exp_avg.mul_(b1)
+        self.exp_avg[rows] += (1 - b1) * grad
+        self.exp_avg_sq.mul_(b2)
+        self.exp_avg_sq[rows] += (1 - b2) * grad * grad
+        denom = self.exp_avg_sq.sqrt() / math.sqrt(1 - b2 ** t) + self.eps
+        self.values.addcdiv_(self.exp_avg, denom, value=-lr / (1 - b1 ** t))
+        self.last_step.fill_(t)
 
     def _record_lr(self, lr: float) -> None:
         self.steps += 1
@@ -124,12 +151,13 @@ class RowwiseAdam:
     def state_dict(self) -> dict[str, Any]:
         """Everything a resume needs (tensors sharing the table's memory, no copies)."""
         return {"values": self.values, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq,
-                "last_step": self.last_step, "steps": self.steps,
+                "last_step": self.last_step, "steps": self.steps, "mode": self.mode,
                 "lr_history": self.lr_history[: self.steps]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key in ("values", "exp_avg", "exp_avg_sq", "last_step"):
             setattr(self, key, state[key])
         self.steps = int(state["steps"])
+        self.mode = str(state.get("mode", "auto"))
         self.lr_history = torch.zeros(max(1024, 2 * self.steps), dtype=torch.float64)
         self.lr_history[: self.steps] = state["lr_history"]

@@ -57,6 +57,10 @@ class TensorImages:
     def load(self, indices: np.ndarray) -> torch.Tensor:
         return self.tensor.index_select(0, torch.as_tensor(indices, dtype=torch.long))
 
+    def load_range(self, lo: int, hi: int) -> torch.Tensor:
+        """Images ``lo:hi`` as a view (no copy)."""
+        return self.tensor[lo:hi]
+
 
 @dataclass
 class Split:

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,6 +67,10 @@ class FeatureVectors:
         rows = self.vectors.index_select(0, torch.as_tensor(indices, dtype=torch.long))
         return rows[:, :, None, None]
 
+    def load_range(self, lo: int, hi: int) -> torch.Tensor:
+        """Rows ``lo:hi`` as a view (no copy)."""
+        return self.vectors[lo:hi].unsqueeze(-1).unsqueeze(-1)
+
 
 @dataclass(frozen=True)
 class NumberedIds:
@@ -77,8 +82,15 @@ class NumberedIds:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> str:
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [f"{self.prefix}/{row}" for row in self.rows[i]]
         return f"{self.prefix}/{self.rows[i]}"
+
+    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+        """All ids as one string array, made without a Python string per row."""
+        digits = len(str(int(self.rows.max()))) if len(self.rows) else 1
+        return np.char.add(f"{self.prefix}/", self.rows.astype(f"<U{digits}"))
 
 
 _CHUNK_BYTES = 1 << 24
@@ -151,7 +163,9 @@ class NpyFile:
 def _check_values(path: Path, start: int, block: np.ndarray, valid: tuple[int, ...],
                   what: str) -> None:
     """Refuse entries outside ``valid``, naming the first bad index and its value."""
-    bad = ~np.isin(block, valid)
+    bad = np.ones(block.shape, dtype=bool)
+    for value in valid:  # not np.isin: it widens the block to int64 (8 bytes an entry)
+        bad &= block != value
     if bad.any():
         row, col = (int(i) for i in np.argwhere(bad)[0])
         raise DataError(f"{path}: {what}; index {(start + row, col)} holds "
@@ -285,6 +299,12 @@ class ColeFeaturesBundle(DataBundle):
                             f"same feature extractor and class list")
         self.class_names = [str(c) for c in range(classes)]
         self._train_rows, self._test_rows = train["labels"].shape[0], test["labels"].shape[0]
+        self._width = train_width
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(D, 1, 1) from the file headers: no split is read for it."""
+        return (self._width, 1, 1)
 
     @cached_property
     def _train_and_val(self) -> tuple[Split, Split | None]:

@@ -161,12 +161,15 @@ class SpmlTask(TrainingTask):
 
     @property
     def single_process(self) -> bool:  # type: ignore[override]
-        return self.cfg.loss == "role"
+        """ROLE's estimates and LL-Cp's corrections are per-sample state each process would
+        update for its own batches only."""
+        return self.cfg.loss in ("role", "ll_cp")
 
     def setup(self, train: Split) -> None:
-        """ROLE's label estimates: one logit per (training sample, class), trained by Adam at
-        ``role_lr_mult`` times the model's learning rate (Cole et al.'s ``lr_mult``), only the
-        batch's rows per step (:class:`~unhot.row_adam.RowwiseAdam`)."""
+        """LL-Cp's corrections (none yet) and ROLE's label estimates: one logit per (training
+        sample, class), trained by Adam at ``role_lr_mult`` times the model's learning rate
+        (Cole et al.'s ``lr_mult``), only the batch's rows per step
+        (:class:`~unhot.row_adam.RowwiseAdam`)."""
         if self.cfg.loss == "ll_cp":
             self.corrected = np.zeros(train.labels.positive.shape, dtype=bool)
         if self.cfg.loss != "role":
