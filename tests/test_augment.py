@@ -1,6 +1,6 @@
 import torch
 
-from unhot.augment import apply_boxes, augment, crop_boxes, is_identity, to_float, translate
+from unhot.augment import apply_boxes, augment, crop_boxes, to_float, translate
 from unhot.config import AugmentConfig
 
 
@@ -46,7 +46,6 @@ def test_translate_moves_content_within_padding():
 
 def test_augment_is_deterministic_given_generator():
     cfg = AugmentConfig(crop_scale=(0.3, 1.0), flip=True, pad_crop=1)
-    assert not is_identity(cfg) and is_identity(AugmentConfig())
     x = torch.rand(4, 3, 10, 10)
     a = augment(x, cfg, torch.Generator().manual_seed(5))
     b = augment(x, cfg, torch.Generator().manual_seed(5))

@@ -88,8 +88,3 @@ def augment(images: Tensor, cfg: AugmentConfig, generator: torch.Generator) -> T
     if cfg.pad_crop > 0:
         images = translate(images, cfg.pad_crop, generator)
     return images
-
-
-def is_identity(cfg: AugmentConfig) -> bool:
-    """True when :func:`augment` would return its input unchanged."""
-    return cfg.crop_scale is None and not cfg.flip and cfg.pad_crop == 0

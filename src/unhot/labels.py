@@ -67,11 +67,6 @@ class LabelMatrix:
         """Entries neither positive nor negative."""
         return ~(self.positive | self.negative)
 
-    @property
-    def observed(self) -> np.ndarray:
-        """Entries whose state is known (positive or negative)."""
-        return self.positive | self.negative
-
     def subset(self, rows: np.ndarray) -> LabelMatrix:
         """The rows ``rows`` (an index array or boolean mask) as a new matrix."""
         diff = None if self.difficult is None else self.difficult[rows]

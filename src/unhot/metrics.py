@@ -4,7 +4,7 @@ Inputs everywhere: ``scores`` N x C probabilities in [0, 1]; ``labels`` N x C tr
 (bool or 0/1); optional ``target`` (N,) the given single label per image (negative = none) and
 ``difficult`` N x C (VOC "difficult" entries, skipped by AP and P/R/F1).
 
-Conventions (see ``METHODS.md``):
+Conventions (the method pages in ``docs/`` cite them per paper):
 
 - mAP: mean over classes of non-interpolated AP with ties grouped by threshold (scikit-learn's
   ``average_precision_score`` per column); a class without positives counts 0 unless skipped.

@@ -1,4 +1,5 @@
-"""The baseline losses every method is compared with (METHODS.md §0).
+"""The baseline losses every method is compared with (the baselines of docs/mile.md and
+docs/uncertainty_distillation.md).
 
 All take logits ``z`` [B, C] and boolean masks [B, C]; probabilities never enter a loss directly.
 Reductions over the entries of a [B, C] loss matrix are named:

@@ -1,4 +1,4 @@
-"""Losses of uncertainty distillation (Song et al., ACM MM 2021; METHODS.md §3).
+"""Losses of uncertainty distillation (Song et al., ACM MM 2021; docs/uncertainty_distillation.md).
 
 All take logits [B, C] (never probabilities) and boolean masks; reductions are explicit.
 

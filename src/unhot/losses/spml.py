@@ -1,5 +1,5 @@
 """Losses for single-positive multi-label learning (Cole et al., CVPR 2021; Zhou et al., ECCV
-2022; METHODS.md §4).
+2022; docs/spml.md).
 
 Each training image has one observed positive; every other entry is unknown. All functions take
 logits ``z`` [B, C] and a boolean ``positive`` mask, work in log space (``logsigmoid``) and

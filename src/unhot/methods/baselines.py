@@ -1,4 +1,5 @@
-"""The baselines every method is compared with (METHODS.md §0).
+"""The baselines every method is compared with (the baselines of docs/mile.md and
+docs/uncertainty_distillation.md).
 
 - ``softmax``: cross-entropy on the given single label; predicted set = top-1.
 - ``sigmoid`` (assume-negative, AN): BCE with every unobserved entry taken as negative, head bias

@@ -1,4 +1,4 @@
-"""MILe — multi-label iterated learning (Rajeswar et al., 2022; METHODS.md §1).
+"""MILe — multi-label iterated learning (Rajeswar et al., 2022; docs/mile.md).
 
 One network with sigmoid outputs; its optimizer steps alternate, cycle after cycle, between
 

@@ -1,4 +1,4 @@
-"""Label Refinery (Bagherinezhad et al., 2018; METHODS.md §2).
+"""Label Refinery (Bagherinezhad et al., 2018; docs/label_refinery.md).
 
 Generation 1 trains on the observed labels (softmax cross-entropy). Generation g+1 is a fresh
 network trained for the full schedule on the labels of the frozen generation-g network (the

@@ -1,4 +1,4 @@
-"""Single-positive multi-label learning (METHODS.md §4, docs/spml.md): Cole et al.'s baselines,
+"""Single-positive multi-label learning (docs/spml.md): Cole et al.'s baselines,
 the EM loss and EM + asymmetric pseudo-labelling (Zhou et al., ECCV 2022), the large-loss
 methods (Kim et al., CVPR 2022) with BoostLU (Kim et al., CVPR 2023) and the GR loss (Chen et
 al., IJCAI 2024), on one stage.

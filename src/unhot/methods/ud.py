@@ -1,4 +1,5 @@
-"""Uncertainty distillation (Song et al., ACM MM 2021; METHODS.md §3) and plain KD.
+"""Uncertainty distillation (Song et al., ACM MM 2021; docs/uncertainty_distillation.md) and
+plain KD.
 
 - ``bce_cal``: one stage, classification head trained with BCE plus a calibration head
   (Linear -> BN -> ReLU -> Linear) trained with ``lam *`` PAL-N by partial softmax.

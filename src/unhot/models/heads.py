@@ -1,5 +1,5 @@
 """The classifier around a backbone: global average pooling, a linear classification head and
-the optional calibration head of uncertainty distillation (METHODS.md §3)."""
+the optional calibration head of uncertainty distillation (docs/uncertainty_distillation.md)."""
 
 from __future__ import annotations
 
