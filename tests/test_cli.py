@@ -171,3 +171,27 @@ def test_metrics_command_prints_null_for_undefined_metrics(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out, parse_constant=reject)
     assert printed["real_acc"] is None and printed["real_f1@0.5"] is None
     assert isinstance(printed["ECE"], float)
+
+
+def test_a_directory_as_config_and_out_of_range_thresholds_are_one_line_errors(tmp_path,
+                                                                               capsys):
+    assert main(["train", "--config", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "is a directory, not a YAML config file" in capsys.readouterr().err
+    for flag in ("--threshold", "--doubt-threshold"):
+        code = main(["relabel", "--run", str(tmp_path), "--out", str(tmp_path / "x.csv"),
+                     flag, "1.5"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and f"{flag} must be a probability in [0, 1], got 1.5" in err
+        assert len(err.splitlines()) == 1 and not (tmp_path / "x.csv").exists()
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
+    import unhot.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "report_command", interrupted)
+    assert main(["report", "somewhere"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("unhot: interrupted;") and len(err.splitlines()) == 1

@@ -193,3 +193,17 @@ def test_image_folder_symlink_out_of_the_root_is_refused(tmp_path):
     assert "link.png" in str(info.value)
     allowed = build_data(ImageFolderConfig(root=str(root), allow_outside_root=True))
     assert len(allowed.train) == 2
+
+
+def test_weights_files_get_the_same_permissions_as_every_other_run_file(tmp_path):
+    """safetensors' own save_file creates its file 0600; unhot's weights follow the umask like
+    config.yaml and the checkpoints."""
+    import os
+
+    from unhot.weights import Architecture, save_weights
+
+    arch = Architecture("small_cnn", 8, 1, ("a", "b"))
+    save_weights(arch.build(), arch, tmp_path / "model.safetensors")
+    (tmp_path / "plain.txt").write_text("x")
+    mode = os.stat(tmp_path / "model.safetensors").st_mode & 0o777
+    assert mode == os.stat(tmp_path / "plain.txt").st_mode & 0o777

@@ -103,6 +103,10 @@ def relabel_command(args: argparse.Namespace) -> int:
     """Write refined labels (see :mod:`unhot.relabel`) and print the per-class summary."""
     from unhot.relabel import relabel_run, summary_text
 
+    for flag, value in (("--threshold", args.threshold),
+                        ("--doubt-threshold", args.doubt_threshold)):
+        if not 0 <= value <= 1:
+            raise ConfigError(f"{flag} must be a probability in [0, 1], got {value}")
     result = relabel_run(Path(args.run), Path(args.out), args.data, args.split, args.threshold,
                          args.doubt_threshold, overrides=args.set)
     if not result.files:  # not the main process of a multi-process launch
@@ -261,6 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingError as err:
         print(f"unhot: training stopped: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("unhot: interrupted; every file already written is complete (a training run "
+              "resumes from its last checkpoint with the same command)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

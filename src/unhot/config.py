@@ -314,6 +314,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"--config {path} is a directory, not a YAML config file")
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:

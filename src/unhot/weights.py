@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open, save
 
 from unhot.models import Classifier, build_model
 from unhot.runs import RunError, atomic_path, one_line
@@ -45,8 +45,9 @@ def save_weights(model: Classifier, arch: Architecture, path: Path) -> None:
     """Atomically write ``model``'s weights and ``arch`` as safetensors metadata."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"unhot_architecture": json.dumps(asdict(arch))}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        # Written through our own handle: safetensors' save_file recreates the file 0600.
+        handle.write(save(state, metadata=meta))
 
 
 def read_architecture(path: Path) -> Architecture:
