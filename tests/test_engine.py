@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,3 +137,31 @@ def test_bce_full_trains_the_oracle_and_saves_its_own_name(tmp_path, tiny):
     engine.run()
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert saved["method"]["name"] == "bce_full"
+
+
+def test_in_process_batches_are_the_data_loaders_and_hold_only_the_tasks_fields(tiny):
+    """The in-process batches equal a DataLoader's over the same sampler, and carry only the
+    label fields the task reads (SPML: the observed labels; its oracle: the true sets)."""
+    from torch.utils.data import DataLoader
+
+    from unhot.data.base import collate_batch
+    from unhot.engine import InProcessBatches
+    from unhot.methods.spml import SpmlConfig, SpmlTask
+
+    raw = tiny("spml", loss="an")
+    raw["data"]["label_regime"] = "single_positive"
+    split = Engine(parse_config(raw), Path("unused")).data.train
+    sampler = EpochShuffleSampler(len(split), seed=3)
+    sampler.set_epoch(2)
+    loader = DataLoader(split, batch_size=32, sampler=sampler, drop_last=True,
+                        collate_fn=collate_batch)
+    fields = SpmlTask(SpmlConfig(loss="an")).batch_fields
+    assert fields == ("positive", "negative")
+    assert SpmlTask(SpmlConfig(loss="bce_full")).batch_fields == ("true",)
+    ours = list(InProcessBatches(split, sampler, 32, fields))
+    theirs = list(loader)
+    assert len(ours) == len(theirs) == len(split) // 32
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert set(mine) == {"image", "index", *fields}
+        for key, value in mine.items():
+            assert torch.equal(value, reference[key]), key

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from unhot.augment import augment, to_float
 from unhot.config import OptimConfig, RunConfig, to_dict
 from unhot.data import build_data
-from unhot.data.base import DataBundle, Split, collate_batch
+from unhot.data.base import LABEL_FIELDS, DataBundle, Split, collate_batch
 from unhot.methods import METHODS
 from unhot.methods.base import Stage, StepContext
 from unhot.metrics import compute_metrics
@@ -96,10 +96,13 @@ class EpochShuffleSampler(Sampler[int]):
 class InProcessBatches:
     """The batches a ``DataLoader(split, batch_size, sampler, drop_last=True)`` yields, made in
     this process straight from the sampler's permutation: the same batches without the
-    DataLoader's ~0.15 ms per batch (used with no worker processes and one process)."""
+    DataLoader's ~0.15 ms per batch (used with no worker processes and one process), holding
+    only the label ``fields`` the task reads."""
 
-    def __init__(self, split: Split, sampler: EpochShuffleSampler, batch_size: int) -> None:
+    def __init__(self, split: Split, sampler: EpochShuffleSampler, batch_size: int,
+                 fields: tuple[str, ...] = LABEL_FIELDS) -> None:
         self.split, self.sampler, self.batch_size = split, sampler, batch_size
+        self.fields = fields
 
     def __len__(self) -> int:
         return len(self.sampler) // self.batch_size
@@ -110,15 +113,16 @@ class InProcessBatches:
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         order, size = self.sampler.order(), self.batch_size
         for k in range(len(self)):
-            yield self.split.__getitems__(order[k * size:(k + 1) * size])
+            yield self.split.batch(order[k * size:(k + 1) * size], self.fields)
 
 
 def training_batches(split: Split, sampler: EpochShuffleSampler, cfg: RunConfig,
-                     accelerator: Accelerator) -> InProcessBatches | DataLoader:
+                     accelerator: Accelerator, fields: tuple[str, ...] = LABEL_FIELDS
+                     ) -> InProcessBatches | DataLoader:
     """The training loader: :class:`InProcessBatches` with ``train.num_workers`` 0 in one
     process, else a DataLoader (worker processes decode images; Accelerate shards it)."""
     if cfg.train.num_workers == 0 and accelerator.num_processes == 1:
-        return InProcessBatches(split, sampler, cfg.optim.batch_size)
+        return InProcessBatches(split, sampler, cfg.optim.batch_size, fields)
     return DataLoader(split, batch_size=cfg.optim.batch_size, sampler=sampler, drop_last=True,
                       collate_fn=collate_batch, num_workers=cfg.train.num_workers,
                       pin_memory=accelerator.device.type == "cuda")
@@ -313,7 +317,8 @@ class StageRunner:
         self.optimizer = build_optimizer(list(self.model.parameters()), self.cfg.optim)
         self.sampler = EpochShuffleSampler(len(self.data.train),
                                            derive_seed(self.cfg.seed, index, "shuffle"))
-        loader = training_batches(self.data.train, self.sampler, self.cfg, self.acc)
+        loader = training_batches(self.data.train, self.sampler, self.cfg, self.acc,
+                                  self.task.batch_fields)
         if len(loader) == 0:
             raise RunError(f"training split has {len(self.data.train)} samples, fewer than "
                            f"optim.batch_size={self.cfg.optim.batch_size}")

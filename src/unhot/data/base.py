@@ -18,7 +18,7 @@ Batch dictionary (all tensors, B = batch size, C = classes)::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,6 +26,9 @@ import numpy as np
 import torch
 
 from unhot.labels import LabelError, LabelMatrix
+
+LABEL_FIELDS = ("positive", "negative", "true", "difficult", "target")
+"""The label fields of a batch (module docstring)."""
 
 
 class DataError(ValueError):
@@ -118,12 +121,24 @@ class Split:
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """A whole batch at once (torch's DataLoader calls this instead of per-item access)."""
+        return self.batch(indices)
+
+    def batch(self, indices: Sequence[int], fields: Collection[str] = LABEL_FIELDS
+              ) -> dict[str, torch.Tensor]:
+        """``image`` and ``index`` of the samples ``indices`` and the label ``fields`` asked
+        for (all by default; a training loop asks for what its task reads)."""
         idx = np.asarray(indices, dtype=np.int64)
-        rows = {"positive": self.labels.positive, "negative": self.labels.negative,
-                "true": self.true, "target": self.target}
-        batch = {key: torch.from_numpy(np.take(array, idx, axis=0)) for key, array in rows.items()}
-        return {"image": self.images.load(idx), "index": torch.from_numpy(idx), **batch,
-                "difficult": torch.from_numpy(self._difficult_rows(idx))}
+        batch = {"image": self.images.load(idx), "index": torch.from_numpy(idx)}
+        for key in fields:
+            batch[key] = torch.from_numpy(self._label_rows(key, idx))
+        return batch
+
+    def _label_rows(self, key: str, idx: np.ndarray) -> np.ndarray:
+        if key == "difficult":
+            return self._difficult_rows(idx)
+        arrays = {"positive": self.labels.positive, "negative": self.labels.negative,
+                  "true": self.true, "target": self.target}
+        return np.take(arrays[key], idx, axis=0)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([index]).items()}

@@ -22,11 +22,12 @@ import torch
 from torch import Tensor, nn
 
 from unhot.config import ModelConfig
+from unhot.data.base import LABEL_FIELDS
+from unhot.models import ModelOutput
 
 if TYPE_CHECKING:
     from unhot.data.base import Split
     from unhot.engine import StageRunner
-    from unhot.models import ModelOutput
 
 
 HEAD_INITS = ("default", "minus_log_c")
@@ -95,6 +96,9 @@ class TrainingTask:
         minus_log_c`` (initial p ~ 1/C, MILe code's ``adjust_bias``), None (PyTorch's
         ``nn.Linear`` init, Cole et al.'s and Zhou et al.'s SPML code) for ``default``."""
         return -math.log(num_classes) if self.head_init == "minus_log_c" else None
+
+    batch_fields: tuple[str, ...] = LABEL_FIELDS
+    """The label fields of a batch the task reads (fewer fields, less work per step)."""
 
     single_process: bool = False
     """True for tasks whose per-sample state (ROLE's label estimates) lives in one process."""

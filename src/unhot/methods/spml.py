@@ -160,6 +160,11 @@ class SpmlTask(TrainingTask):
         self._batch_estimates: tuple[Tensor, Tensor] | None = None
 
     @property
+    def batch_fields(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The oracle reads the full label sets; every other loss the observed labels."""
+        return ("true",) if self.cfg.loss == "bce_full" else ("positive", "negative")
+
+    @property
     def single_process(self) -> bool:  # type: ignore[override]
         """ROLE's estimates and LL-Cp's corrections are per-sample state each process would
         update for its own batches only."""
