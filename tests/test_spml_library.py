@@ -166,8 +166,10 @@ def test_every_spml_loss_trains_and_names_its_terms(tmp_path, tiny, loss):
     raw = tiny("spml", loss=loss, warmup=1, k=2.0)
     raw["data"]["label_regime"] = "single_positive"
     raw["optim"].update(name="adam", lr=0.003, weight_decay=0.0, epochs=3)
-    metrics = Engine(parse_config(raw), tmp_path / loss).run()
-    assert metrics["mAP"] > 0.3  # 10 classes, ~2.7 positives per 2x2 grid: chance ~0.27
+    engine = Engine(parse_config(raw), tmp_path / loss)
+    metrics = engine.run()
+    chance = float(engine.data.test.true.mean())  # a random ranking's mAP: 0.34 here
+    assert metrics["mAP"] > chance + 0.08  # every loss reaches 0.45-0.54 in 3 epochs
     history = RunFolder(tmp_path / loss).read_manifest()["stages"]["train"]["history"]
     terms = [key for key in history[0] if key.startswith("loss/")]
     expected = {"em_apl": "loss/em", "role": "loss/role"}.get(loss, f"loss/{loss}")
