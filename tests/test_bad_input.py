@@ -253,7 +253,8 @@ def test_resume_from_a_checkpoint_of_another_architecture(tmp_path, capsys):
     narrow = quick_run(tmp_path, "narrow")
     wide = quick_run(tmp_path, "wide", "model.width=16")
     folder = RunFolder(narrow)
-    shutil.copy(RunFolder(wide).checkpoint_path("train"), folder.checkpoint_path("train"))
+    for name in ("checkpoint.pt", "SHA256SUMS"):  # with its digest: a sound file, of a wide net
+        shutil.copy(RunFolder(wide).stage_dir("train") / name, folder.stage_dir("train") / name)
     folder.write_manifest({"stages": {}, "complete": False})  # as if killed before the end
     argv = train_argv(tmp_path / "narrow.yaml", narrow, "optim.epochs=1", "data.n_train=64")
     assert_user_error(argv, capsys, str(folder.checkpoint_path("train")), "does not fit",

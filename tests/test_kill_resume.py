@@ -45,20 +45,23 @@ from unhot.runs import (
 )
 
 KILLED = -signal.SIGKILL
-# argv[1] = "none" | "step:N" | "write:NAME:N" | "after:NAME:N"; the rest goes to unhot.cli.main.
+# argv[1] = "none" | "step:N" | "signal:N:TERM" | "write:NAME:N" | "after:NAME:N"; the rest goes
+# to unhot.cli.main. "signal" sends the signal to the child's process group before step N.
 KILLER = r"""
 import os, signal, sys
 kind, *rest = sys.argv[1].split(":")
 count = {"n": 0}
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
-if kind == "step":
+if kind in ("step", "signal"):
     from unhot.engine import StageRunner
     step = StageRunner.train_step
     def train_step(self, *args):
         count["n"] += 1
-        if count["n"] == int(rest[0]):
+        if count["n"] == int(rest[0]) and kind == "step":
             die()
+        if count["n"] == int(rest[0]):  # to the whole group, as a terminal or scheduler does
+            os.killpg(os.getpgid(0), getattr(signal, "SIG" + rest[1]))
         return step(self, *args)
     StageRunner.train_step = train_step
 elif kind in ("write", "after"):
@@ -95,7 +98,8 @@ def train(cfg: Path, out: Path, kill: str = "none") -> subprocess.CompletedProce
     command = [sys.executable, "-c", KILLER, kill, *args] if kill != "none" else \
         [sys.executable, "-m", "unhot.cli", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env,
+                          start_new_session=True)
 
 
 def reference(cfg: Path, out: Path) -> dict[str, Any]:
@@ -230,6 +234,63 @@ def test_refinery_killed_between_generations_resumes_identically(tmp_path):
     assert_same_metrics(out, expected)
 
 
+def log_rows(out: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl without its timings (which differ between any two runs)."""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.startswith("train_")} for r in rows]
+
+
+def stop_then_resume(cfg: Path, out: Path, at: str, status: int) -> dict[str, Any]:
+    """Signal the run's process group (``at`` = "STEP:SIG"); it must stop with ``status`` and one
+    line, keeping a mid-epoch checkpoint; returns that checkpoint's position."""
+    result = train(cfg, out, f"signal:{at}")
+    assert result.returncode == status, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("unhot: stopped by SIG") and "run the same command again" in last
+    position = load_checkpoint(RunFolder(out).checkpoint_path("train"))["position"]
+    assert_nothing_half_written(out)
+    resumed = train(cfg, out)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    return position
+
+
+def test_sigterm_mid_epoch_saves_the_position_and_resumes_identically(tmp_path):
+    """SIGTERM before step 6 (epoch 2, 4 steps per epoch): step 6 finishes, the checkpoint holds
+    2 batches of epoch 2, and the resumed run's log and metrics equal an uninterrupted run's."""
+    cfg = config(tmp_path, "sigmoid")
+    expected = reference(cfg, tmp_path / "straight")
+    out = tmp_path / "stopped"
+    position = stop_then_resume(cfg, out, "6:TERM", 128 + signal.SIGTERM)
+    assert position["batches"] == 2 and len(position["terms"]["bce_an"]) == 2
+    assert_same_metrics(out, expected)
+    assert log_rows(out) == log_rows(tmp_path / "straight")
+
+
+def test_sigint_with_loader_workers_mid_imitation_resumes_identically(tmp_path):
+    """Ctrl-C reaches the loader worker too (it ignores it); MILe stops inside an imitation
+    phase (cycle 3 + 3 steps) and resumes with its teacher snapshot."""
+    cfg = config(tmp_path, "mile", k_t=3, k_s=3)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["train"]["num_workers"] = 1
+    cfg.write_text(yaml.safe_dump(raw))
+    expected = reference(cfg, tmp_path / "straight")
+    out = tmp_path / "stopped"
+    position = stop_then_resume(cfg, out, "5:INT", 128 + signal.SIGINT)
+    assert position["batches"] == 1
+    assert_same_metrics(out, expected)
+    assert log_rows(out) == log_rows(tmp_path / "straight")
+
+
+def test_em_apl_stopped_mid_epoch_resumes_to_the_same_label_store(tmp_path, em_apl_straight):
+    cfg, expected, straight = em_apl_straight
+    out = tmp_path / "stopped"
+    stop_then_resume(cfg, out, "7:TERM", 128 + signal.SIGTERM)
+    assert_same_metrics(out, expected)
+    store = Path("stages", "train", "label_store.npz")
+    for key in ("negative", "target"):
+        np.testing.assert_array_equal(np.load(out / store)[key], np.load(straight / store)[key])
+
+
 def test_non_finite_loss_stops_naming_epoch_step_term_and_keeps_checkpoint(tmp_path, capsys):
     cfg = config(tmp_path, "sigmoid")
     out = tmp_path / "run"
@@ -262,7 +323,8 @@ def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path, umask):
     finally:
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
-    assert modes == dict.fromkeys(["a.json", "b.npz", "c.pt", "plain"], 0o666 & ~umask)
+    assert modes == dict.fromkeys(["a.json", "b.npz", "c.pt", "plain", "SHA256SUMS"],
+                                  0o666 & ~umask)
 
 
 SWEEP_METHODS = {"sigmoid": {}, "ud": {"teacher_epochs": 2}, "mile": {"k_t": 3, "k_s": 3}}

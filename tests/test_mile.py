@@ -231,14 +231,14 @@ def test_resume_in_the_middle_of_an_imitation_phase_matches_a_straight_run(tmp_p
 
     monkeypatch.setattr(MileTask, "losses", record_teacher)
     reference = Engine(cfg, tmp_path / "straight").run()
-    save_epoch = StageRunner._save_epoch
+    save_epoch = StageRunner._save_checkpoint
 
-    def stop_after_second_epoch(self):
-        save_epoch(self)
+    def stop_after_second_epoch(self, position=None):
+        save_epoch(self, position)
         if self.epoch == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(StageRunner, "_save_epoch", stop_after_second_epoch)
+    monkeypatch.setattr(StageRunner, "_save_checkpoint", stop_after_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         Engine(cfg, tmp_path / "resumed").run()
     folder = RunFolder(tmp_path / "resumed")
@@ -246,7 +246,7 @@ def test_resume_in_the_middle_of_an_imitation_phase_matches_a_straight_run(tmp_p
     # 16 steps done: step 16 is position 4 of cycle 2, whose teacher was taken at step 15.
     assert state["step"] == 16 and mile_phase(16, 3, 3) == (2, 4, True)
     assert state["task"]["teacher_cycle"] == 2 and "teacher" in state["task"]
-    monkeypatch.setattr(StageRunner, "_save_epoch", save_epoch)
+    monkeypatch.setattr(StageRunner, "_save_checkpoint", save_epoch)
     resumed = Engine(cfg, tmp_path / "resumed").run()
     for key, value in reference.items():
         assert resumed[key] == pytest.approx(value, abs=1e-6), key

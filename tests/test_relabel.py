@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +13,10 @@ import yaml
 from readers_fixtures import csv_dataset, write_image, write_text
 
 from unhot.cli import main
+from unhot.config import parse_config
 from unhot.data import build_data
-from unhot.relabel import relabel_scores
+from unhot.data.base import DataError
+from unhot.relabel import relabel_data, relabel_scores
 
 
 def test_records_by_hand():
@@ -42,12 +46,18 @@ def test_relabel_round_trip_through_the_csv_reader(tmp_path, capsys, monkeypatch
     assert main(["relabel", "--run", str(run), "--out", str(out), "--threshold", "0.4"]) == 0
     printed = capsys.readouterr().out
     assert "refined labels:" in printed and "cat: +" in printed
+    assert "rows: 3 of split 'train'\n" in printed
     refined = build_data(_data_block(raw["data"], "refined.csv"))
     assert len(refined.train) == 3
     assert refined.train.labels.positive.sum(axis=1).min() >= 1
+    # The run's classes (train.csv and test.csv: bird only in test), not train.csv's alone.
+    assert (root / "refined.classes.txt").read_text() == "bird\ncar\ncat\ndog\n"
     summary = (root / "refined.summary.csv").read_text().splitlines()
     assert summary[0] == "class,added,doubted" and len(summary) == 1 + 4
-    assert (root / "refined.details.csv").read_text().startswith("id,given,predicted")
+    assert (root / "refined.details.csv").read_text().startswith("id,part,given,predicted")
+    assert printed_block(printed) == {
+        "name": "csv", "root": str(root), "train": "refined.csv", "test": "test.csv",
+        "classes": "refined.classes.txt", "separator": " ", "image_size": 8, "channels": 3}
     assert main(["relabel", "--run", str(run), "--out", str(tmp_path / "r.json")]) == 0
     records = json.loads((tmp_path / "r.json").read_text())
     assert [r["id"] for r in records] == ["img/a.png", "img/b.png", "img/c.png"]
@@ -55,9 +65,25 @@ def test_relabel_round_trip_through_the_csv_reader(tmp_path, capsys, monkeypatch
 
 
 def _data_block(data: dict, train_file: str):
-    from unhot.config import parse_config
-
     return parse_config({"method": "bce", "data": {**data, "train": train_file}}).data
+
+
+def printed_block(printed: str) -> dict:
+    """The data block ``unhot relabel`` prints last, as YAML."""
+    marker = "use this data block (YAML):\n"
+    assert marker in printed, printed
+    return yaml.safe_load(printed.split(marker, 1)[1])["data"]
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def refined_sets(path: Path, separator: str = " ") -> dict[str, set[str]]:
+    """path -> label set of a refined label CSV."""
+    return {row["path"]: set(filter(None, row["labels"].split(separator)))
+            for row in read_rows(path)}
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
@@ -95,7 +121,7 @@ def test_refined_csv_uses_the_datasets_separator_and_is_written_for_json(pipe_ru
     capsys.readouterr()
     assert main(["relabel", "--run", str(root / "run"), "--out", str(root / "refined.json"),
                  "--threshold", "0"]) == 0  # p > 0: every class in every predicted set
-    assert '"separator": "|"' in capsys.readouterr().out
+    assert printed_block(capsys.readouterr().out)["separator"] == "|"
     assert (root / "refined.json").exists() and (root / "refined.summary.csv").exists()
     refined = build_data(_data_block(raw["data"], "refined.csv"))
     assert refined.class_names == ["cat", "hot dog", "red car"]
@@ -176,3 +202,171 @@ def test_relabel_and_eval_other_data_without_the_training_validation_split(tmp_p
     config.write_text(yaml.safe_dump({**raw, "data": {**raw["data"], "val": None}}))
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "r2")]) == 2
     assert "has no validation split" in capsys.readouterr().err
+
+
+TINY = {"model": {"backbone": "small_cnn", "width": 4}, "optim": {"epochs": 1, "batch_size": 2},
+        "train": {"eval_every": 0, "progress": False, "threads": 1}}
+
+
+@pytest.fixture(scope="module")
+def carved_run(tmp_path_factory):
+    """A run whose data carves 1 of train.csv's 3 rows out as validation (val_fraction)."""
+    base = tmp_path_factory.mktemp("carved")
+    root = csv_dataset(base / "data")
+    raw = {"name": "carved", "seed": 0, "method": {"name": "bce"}, **TINY,
+           "data": {"name": "csv", "root": str(root), "image_size": 8, "val_fraction": 0.34}}
+    config = base / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["train", "--config", str(config), "--out", str(base / "run")]) == 0
+    return base, raw
+
+
+def test_relabel_train_writes_the_rows_val_fraction_carved_out(carved_run, tmp_path, capsys):
+    base, raw = carved_run
+    carved = build_data(parse_config(raw).data)  # the split as training saw it
+    assert (len(carved.train), len(carved.val)) == (2, 1)
+    capsys.readouterr()
+    assert main(["relabel", "--run", str(base / "run"), "--out", str(tmp_path / "r.json")]) == 0
+    printed = capsys.readouterr().out
+    assert ("rows: 3 of split 'train', 1 of them in the validation part data.val_fraction "
+            "carves out of it (part = val in the details)") in printed
+    records = json.loads((tmp_path / "r.json").read_text())
+    assert [r["id"] for r in records] == ["img/a.png", "img/b.png", "img/c.png"]
+    assert {r["id"] for r in records if r["part"] == "val"} == set(carved.val.ids)
+    assert {r["id"] for r in records if r["part"] == "train"} == set(carved.train.ids)
+    assert len(refined_sets(tmp_path / "r.csv")) == 3  # every row can be trained on
+    assert main(["relabel", "--run", str(base / "run"), "--out", str(tmp_path / "v.csv"),
+                 "--split", "val"]) == 0  # the carved part alone
+    assert list(refined_sets(tmp_path / "v.csv")) == list(carved.val.ids)
+    details = read_rows(tmp_path / "v.details.csv")
+    assert [row["part"] for row in details] == ["val"]
+    assert "rows: 1 of split 'val'\n" in capsys.readouterr().out
+
+
+def test_printed_data_block_trains_on_the_refined_labels(carved_run, tmp_path, capsys,
+                                                         monkeypatch):
+    base = carved_run[0]
+    monkeypatch.chdir(base)  # a root relative to the working directory is printed absolute
+    out = tmp_path / "out" / "refined.csv"  # outside the root: absolute paths in the block
+    assert main(["relabel", "--run", str(base / "run"), "--out", str(out), "--set",
+                 "data.root=data", "--threshold", "0.45"]) == 0
+    block = printed_block(capsys.readouterr().out)
+    assert block == {"name": "csv", "root": str(base / "data"), "train": str(out),
+                     "test": "test.csv", "classes": str(out.with_suffix(".classes.txt")),
+                     "separator": " ", "image_size": 8, "channels": 3}
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "retrain.yaml"
+    config.write_text(yaml.safe_dump({"name": "retrain", "seed": 0, "method": {"name": "bce"},
+                                      **TINY, "data": block}))
+    data = build_data(parse_config(yaml.safe_load(config.read_text())).data)
+    assert data.class_names == ["bird", "car", "cat", "dog"]  # the run's, as the model's
+    names = np.array(data.class_names)
+    got = {i: set(names[row]) for i, row in zip(data.train.ids, data.train.labels.positive,
+                                                 strict=True)}
+    assert got == refined_sets(out) and len(got) == 3
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
+
+
+@pytest.fixture
+def train_only(pipe_run, tmp_path):
+    """A user's dataset with only a training CSV, a subset of the pipe run's classes."""
+    root = tmp_path / "mine"
+    for name in "ab":
+        write_image(root / "img" / f"{name}.png")
+    write_text(root / "train.csv", "path,labels\nimg/a.png,hot dog\nimg/b.png,\n")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump({"data": {"name": "csv", "root": str(root), "train":
+                                             "train.csv", "image_size": 8, "separator": "|"}}))
+    return pipe_run[0] / "run", root, mine
+
+
+def test_relabel_a_data_block_with_only_a_train_split(train_only, capsys):
+    run, root, mine = train_only
+    capsys.readouterr()
+    assert main(["relabel", "--run", str(run), "--data", str(mine), "--out",
+                 str(root / "refined.csv"), "--threshold", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "rows: 2 of split 'train'\n" in printed
+    details = read_rows(root / "refined.details.csv")
+    assert [(row["id"], row["given"]) for row in details] == [("img/a.png", "hot dog"),
+                                                              ("img/b.png", "")]
+    assert refined_sets(root / "refined.csv", "|") == {
+        "img/a.png": {"cat", "hot dog", "red car"}, "img/b.png": {"cat", "hot dog", "red car"}}
+    assert "# test: the refined CSV itself" in printed
+    block = printed_block(printed)
+    assert block["test"] == "refined.csv" and block["separator"] == "|"
+    data = build_data(parse_config({"method": "bce", "data": block}).data)
+    assert data.class_names == ["cat", "hot dog", "red car"] and len(data.train) == 2
+
+
+@pytest.mark.parametrize(("split", "fragment"), [
+    ("test", "mine/test.csv: label file not found"),
+    ("val", "mine.yaml has no validation split (neither data.val nor data.val_fraction"),
+])
+def test_relabel_a_missing_split_is_one_line_naming_it(train_only, tmp_path, capsys, split,
+                                                       fragment):
+    run, _, mine = train_only
+    capsys.readouterr()
+    assert main(["relabel", "--run", str(run), "--data", str(mine), "--split", split,
+                 "--out", str(tmp_path / "x.csv")]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1 and err.startswith("unhot: error: ")
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_relabel_a_class_the_model_does_not_know(train_only, tmp_path, capsys):
+    run, root, mine = train_only
+    write_text(root / "train.csv", "path,labels\nimg/a.png,zebra|cat\n")
+    capsys.readouterr()
+    assert main(["relabel", "--run", str(run), "--data", str(mine), "--out",
+                 str(tmp_path / "x.csv")]) == 2
+    err = capsys.readouterr().err
+    assert f"{mine}: the dataset's class 'zebra' is not one of the 3 classes" in err
+
+
+def test_relabel_data_reads_only_the_requested_split_of_other_readers(tmp_path):
+    from readers_fixtures import coco_dataset
+
+    from unhot.data.coco import CocoConfig
+
+    root = coco_dataset(tmp_path / "coco")
+    (root / "annotations" / "instances_train2017.json").unlink()  # only the test split left
+    shutil.rmtree(root / "train2017")
+    cfg = CocoConfig(root=str(root), image_size=8, val_fraction=0.5)
+    _, chosen, carved = relabel_data(cfg, "test", "coco.yaml")
+    assert chosen.ids == ["val2017/x.jpg", "val2017/y.jpg"] and not carved.any()
+    with pytest.raises(DataError, match=r"instances_train2017\.json"):
+        relabel_data(cfg, "train", "coco.yaml")
+    with pytest.raises(DataError, match="no validation split"):
+        relabel_data(CocoConfig(root=str(root)), "val", "coco.yaml")
+
+
+def test_read_back_block_of_other_datasets(tmp_path):
+    from unhot.data.digit_grid import DigitGridConfig
+    from unhot.data.image_folder import ImageFolderConfig
+    from unhot.relabel import output_files, read_back_block
+
+    files = output_files(tmp_path / "data" / "r.json")
+    block, note = read_back_block(ImageFolderConfig(root=str(tmp_path / "data"), channels=1,
+                                                    allow_outside_root=True), files, "|")
+    assert block == {"name": "csv", "root": str(tmp_path / "data"), "train": "r.csv",
+                     "test": "r.csv", "classes": "r.classes.txt", "separator": "|",
+                     "image_size": 64, "channels": 1, "allow_outside_root": True}
+    assert note.startswith("test: the refined CSV itself")
+    block, note = read_back_block(DigitGridConfig(), files, " ")
+    assert block is None and "not image files" in note
+
+
+def test_relabel_a_dataset_without_image_files_says_it_cannot_be_read_back(tmp_path, capsys):
+    raw = {"name": "grid", "seed": 0, "method": {"name": "bce"}, **TINY,
+           "data": {"name": "digit_grid", "grid": 2, "n_train": 8, "n_test": 4}}
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["relabel", "--run", str(tmp_path / "run"), "--out",
+                 str(tmp_path / "r.csv")]) == 0
+    printed = capsys.readouterr().out
+    assert "rows: 8 of split 'train'\n" in printed and "data block" not in printed
+    assert "note: the ids of this dataset are row numbers, not image files" in printed
+    assert len(refined_sets(tmp_path / "r.csv")) == 8

@@ -95,3 +95,78 @@ def test_report_has_a_row_per_stage_and_each_runs_own_true_sets(two_runs, tmp_pa
         stage = "gen2" if folder.name == "refinery" else "train"
         with np.load(folder / "stages" / stage / "test_predictions.npz") as saved:
             assert np.array_equal(seen[folder.name][1], saved["true"].sum(1))
+
+
+def test_training_curves_without_evaluation_has_no_empty_panel(tmp_path):
+    from unhot import plots
+
+    rows = [{"stage": "train", "epoch": e, "step": 8 * e, "loss/ce": 2.0 / e} for e in (1, 2, 3)]
+    rows.append({"stage": "train", "epoch": 3, "final": True, "test/mAP": 0.5})
+    fig = plots.training_curves(rows, tmp_path / "curves.png", "run")
+    assert len(fig.axes) == 1 and all(ax.lines for ax in fig.axes)
+    assert plots.NO_EVAL_NOTE in fig.get_suptitle()
+    rows[0]["val/mAP"] = 0.4
+    fig = plots.training_curves(rows, tmp_path / "curves.png", "run")
+    assert len(fig.axes) == 2 and all(ax.lines for ax in fig.axes)
+    assert plots.NO_EVAL_NOTE not in fig.get_suptitle()
+
+
+@pytest.mark.parametrize("n", [20, 80])
+def test_ap_bars_class_names_do_not_overlap(tmp_path, n):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from unhot import plots
+
+    names = [f"{i:02d} {('traffic light', 'fire hydrant', 'tennis racket')[i % 3]}"
+             for i in range(n)]
+    ap = np.random.default_rng(0).random(n)
+    fig = plots.class_ap_bars(ap, names, tmp_path / "ap.png", "run")
+    canvas = FigureCanvasAgg(fig)  # the closed figure's canvas; Agg, as the PNG was drawn
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    ax = fig.axes[0]
+    labels = [t for t in ax.get_yticklabels() if t.get_text()]
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert all(fig.bbox.containsx(b.x0) and fig.bbox.containsy(b.y1) for b in boxes)
+    shown = [t.get_text() for t in labels]
+    if n <= plots.AP_BARS_MAX:
+        assert shown == names
+    else:
+        k = plots.AP_BARS_MAX // 2
+        order = np.argsort(-ap)
+        assert shown == [names[i] for i in (*order[:k], *order[-k:])]
+        assert f"{k} best and {k} worst of {n} classes" in ax.get_title()
+
+
+def test_example_captions_separate_class_names_with_commas():
+    from pathlib import Path
+
+    predictions = {"scores": np.array([[0.1, 0.8, 0.6], [0.7, 0.2, 0.1]]),
+                   "true": np.array([[False, True, True], [True, True, False]]),
+                   "target": np.array([1, -1])}
+    run = report.RunSummary("r", Path("."), "train", {}, [], predictions,
+                            ["T-shirt", "Ankle boot", "Bag"])
+    first = report.example_captions(run, np.arange(1))[0]
+    assert first == "given: Ankle boot\ntrue: Ankle boot, Bag\npred: Ankle boot 0.80, Bag 0.60"
+    run.class_names[0] = "Shirt, long"
+    second = report.example_captions(run, np.array([1]))[0]
+    assert second == "given: -\ntrue: Shirt, long; Ankle boot\npred: Shirt, long 0.70"
+
+
+def test_coverage_plot_and_table_use_one_threshold(two_runs, tmp_path, monkeypatch):
+    t = report.COVERAGE_THRESHOLD
+    key = f"label_coverage@{t}"
+    assert key in report.TABLE_KEYS
+    figures = []
+    draw = report.plots.set_size_histogram
+    monkeypatch.setattr(report.plots, "set_size_histogram",
+                        lambda *args: figures.append(draw(*args)))
+    report.write_report([two_runs / "mile"], tmp_path / "report")
+    ax = figures[0].axes[0]
+    assert f"p > {t})" in ax.get_xlabel()
+    table = [[c.strip() for c in line.strip("|").split("|")]
+             for line in (tmp_path / "report" / "README.md").read_text().splitlines()
+             if line.startswith("| ")]
+    coverage = table[-1][table[0].index(key)]
+    assert ax.get_legend().get_texts()[-1].get_text() == f"mile (mean {coverage})"

@@ -1,7 +1,9 @@
 """Command line: ``unhot demo | train | eval | metrics``.
 
 Errors in the user's input (config, data, labels, arrays, run folders) print one line naming the
-file, row or key, and exit with status 2; a failed training exits with status 1.
+file, row or key, and exit with status 2; a failed training exits with status 1. Heavy modules
+(torch, matplotlib) are imported by the command that needs them, so ``--help`` and a mistyped
+command line answer at once.
 """
 
 from __future__ import annotations
@@ -12,26 +14,25 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import yaml
 
 from unhot.config import ConfigError, RunConfig, apply_overrides, load_config, parse_config
-from unhot.data.base import DataError
-from unhot.labels import LabelError
-from unhot.metrics import MetricsInputError, compute_metrics
-from unhot.models import ModelConfigError
-from unhot.report import TABLE_KEYS, format_metric, write_report
-from unhot.runs import RunError
+from unhot.errors import MetricsInputError, TrainingError, UnhotError
+from unhot.stopping import Stopped
 
-USER_ERRORS = (ConfigError, DataError, LabelError, MetricsInputError, ModelConfigError, RunError)
+if TYPE_CHECKING:
+    import numpy as np
+
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 DEMO_METHODS = ("softmax", "sigmoid", "mile")
 
 
 def load_array(path: str, name: str) -> np.ndarray:
     """``np.load`` without pickle; a missing or malformed file names itself."""
+    import numpy as np
+
     file = Path(path)
     if not file.is_file():
         raise MetricsInputError(f"--{name}: file not found: {file}")
@@ -57,6 +58,8 @@ def dumps_metrics(metrics: dict[str, Any]) -> str:
 
 def metrics_command(args: argparse.Namespace) -> int:
     """Score saved predictions with unhot's metric conventions; print one JSON object."""
+    from unhot.metrics import compute_metrics
+
     scores = load_array(args.scores, "scores")
     labels = load_array(args.labels, "labels")
     target = load_array(args.target, "target") if args.target else None
@@ -76,9 +79,10 @@ def metrics_command(args: argparse.Namespace) -> int:
 
 def train_command(args: argparse.Namespace) -> int:
     """Train what a config says into ``--out`` (resuming if the folder holds this run)."""
-    from unhot.engine import Engine
-
     cfg = load_config(args.config, args.set)
+    from unhot.engine import Engine
+    from unhot.report import TABLE_KEYS
+
     engine = Engine(cfg, args.out)
     metrics = engine.run()
     if len(engine.stages) > 1:
@@ -111,14 +115,17 @@ def relabel_command(args: argparse.Namespace) -> int:
                          args.doubt_threshold, overrides=args.set)
     if not result.files:  # not the main process of a multi-process launch
         return 0
-    refined = result.files["refined"]
-    block = {"name": "csv", "root": "ROOT", "train": refined.name}
-    if result.separator != " ":
-        block["separator"] = result.separator
     print(summary_text(result))
-    print(f"refined labels: {refined} (data: {json.dumps(block)}, ROOT = the folder the "
-          f"image paths are relative to)")
-    print(f"details: {result.files['details']}\nsummary: {result.files['summary']}")
+    print(f"refined labels: {result.files['refined']}\ndetails: {result.files['details']}\n"
+          f"summary: {result.files['summary']}\nclasses: {result.files['classes']}")
+    if result.data_block is None:
+        print(f"note: {result.block_note}")
+        return 0
+    print("to train on the refined labels, use this data block (YAML):")
+    if result.block_note:
+        print(f"# {result.block_note}")
+    print(yaml.safe_dump({"data": result.data_block}, sort_keys=False,
+                         allow_unicode=True).rstrip())
     return 0
 
 
@@ -134,6 +141,8 @@ def format_table(rows: dict[str, dict[str, float]], keys: Sequence[str],
                  first: str = "method") -> str:
     """A Markdown table: one row per run (or stage); fractions in percent, label coverage (a
     mean count of labels per image) as is."""
+    from unhot.report import format_metric
+
     head = f"| {first} | " + " | ".join(keys) + " |"
     rule = "|---|" + "---:|" * len(keys)
     lines = [head, rule]
@@ -146,6 +155,7 @@ def format_table(rows: dict[str, dict[str, float]], keys: Sequence[str],
 def demo_command(args: argparse.Namespace) -> int:
     """Train the baselines (and every method in the demo) on the built-in digit grid."""
     from unhot.engine import Engine
+    from unhot.report import TABLE_KEYS, write_report
 
     out = Path(args.out)
     rows: dict[str, dict[str, float]] = {}
@@ -179,6 +189,8 @@ def features_command(args: argparse.Namespace) -> int:
 
 def report_command(args: argparse.Namespace) -> int:
     """Write an HTML + Markdown report of finished runs (no retraining)."""
+    from unhot.report import write_report
+
     print(f"report: {write_report([Path(r) for r in args.runs], Path(args.out))}")
     return 0
 
@@ -224,7 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     rel = sub.add_parser("relabel", help="write a trained model's refined labels for a dataset")
     rel.add_argument("--run", required=True, help="run folder")
     rel.add_argument("--data", help="YAML file with a data block (default: the run's data)")
-    rel.add_argument("--split", default="train", choices=["train", "val", "test"])
+    rel.add_argument("--split", default="train", choices=["train", "val", "test"],
+                     help="the split to relabel, every row of it (train includes the rows "
+                     "data.val_fraction carves out: part = val in the details); only this "
+                     "split is read")
     rel.add_argument("--threshold", type=float, default=0.5,
                      help="predicted set = top-1 plus every class with p above this")
     rel.add_argument("--doubt-threshold", type=float, default=0.1,
@@ -255,15 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``unhot`` console script."""
     args = build_parser().parse_args(argv)
-    from unhot.engine import TrainingError
-
     try:
         return int(args.func(args))
-    except USER_ERRORS as err:
-        print(f"unhot: error: {err}", file=sys.stderr)
-        return 2
     except TrainingError as err:
         print(f"unhot: training stopped: {err}", file=sys.stderr)
+        return 1
+    except UnhotError as err:
+        print(f"unhot: error: {err}", file=sys.stderr)
+        return 2
+    except Stopped as stop:
+        print(f"unhot: {stop}", file=sys.stderr)
+        return stop.exit_status
+    except OSError as err:  # an I/O failure no reader or writer turned into a RunError
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"unhot: error: {where}{err.strerror or err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("unhot: interrupted; every file already written is complete (a training run "

@@ -29,9 +29,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config that cannot be used: names the key (dotted path) and what is valid."""
+from unhot.errors import ConfigError
 
 
 @dataclass
@@ -294,18 +292,20 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def parse_config(raw: dict[str, Any]) -> RunConfig:
-    """Validate a raw mapping into a :class:`RunConfig` with typed method and data blocks."""
-    from unhot.data import DATASETS
-    from unhot.methods import METHODS
+    """Validate a raw mapping into a :class:`RunConfig` with typed method and data blocks.
 
+    The blocks without registries (optim, train, model, ...) are checked first: their mistakes
+    are found before the method and dataset modules (and torch) are imported."""
     if not isinstance(raw, dict):
         raise ConfigError("a config file must hold a mapping at the top level")
     raw = dict(raw)
-    method = named_block(raw.pop("method", None), METHODS, "method")
-    data = named_block(raw.pop("data", None), DATASETS, "data")
+    method_raw, data_raw = raw.pop("method", None), raw.pop("data", None)
     cfg = from_dict(RunConfig, raw)
-    cfg.method = method
-    cfg.data = data
+    from unhot.data import DATASETS
+    from unhot.methods import METHODS
+
+    cfg.method = named_block(method_raw, METHODS, "method")
+    cfg.data = named_block(data_raw, DATASETS, "data")
     return cfg
 
 

@@ -6,7 +6,9 @@ indices; evaluation gathers (index, scores) from all ranks and drops duplicates 
 
 Determinism: the model init, the shuffling, the augmentation and torch's global RNG are reseeded
 from (seed, stage, epoch) at every epoch start, so a run resumed from a checkpoint continues
-exactly as an uninterrupted run would.
+exactly as an uninterrupted run would. A run stopped by SIGTERM or SIGINT (:mod:`unhot.stopping`)
+saves its position inside the epoch (batches done, RNG states, the epoch's loss terms) and
+resumes from there.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import functools
 import math
 import operator
+import signal
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -32,12 +36,14 @@ from unhot.augment import augment, to_float
 from unhot.config import OptimConfig, RunConfig, to_dict
 from unhot.data import build_data
 from unhot.data.base import LABEL_FIELDS, DataBundle, Split, collate_batch
+from unhot.errors import TrainingError
 from unhot.methods import METHODS
 from unhot.methods.base import Stage, StepContext
-from unhot.metrics import compute_metrics
+from unhot.metrics import compute_metrics, metric_names
 from unhot.models import Classifier
 from unhot.plots import reliability_diagram
 from unhot.runs import (
+    IntegrityError,
     RunError,
     RunFolder,
     load_checkpoint,
@@ -47,15 +53,12 @@ from unhot.runs import (
     write_jsonl,
     write_npz,
 )
+from unhot.stopping import StopFlag, Stopped, ignore_stop_signals, stop_requests
 from unhot.weights import Architecture, load_weights, save_weights
 
 RESULT_NEUTRAL_KEYS = ("train.progress", "train.num_workers", "train.eval_batch_size",
                        "train.device", "train.threads")
 """Config keys that may differ when resuming a run: they do not change its results."""
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (a non-finite loss); the last good checkpoint is kept."""
 
 
 def derive_seed(*parts: object) -> int:
@@ -78,16 +81,23 @@ class EpochShuffleSampler(Sampler[int]):
         self.num_samples = num_samples
         self.seed = seed
         self.epoch = 0
+        self.resumed: tuple[int, int] = (-1, 0)
+        """(epoch, samples of it already trained on before a stop): those are skipped."""
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def skip(self) -> int:
+        return self.resumed[1] if self.resumed[0] == self.epoch else 0
+
     def __len__(self) -> int:
-        return self.num_samples
+        return self.num_samples - self.skip
 
     def order(self) -> np.ndarray:
-        """This epoch's permutation of the sample indices."""
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
+        """This epoch's permutation of the sample indices, after the ``skip`` first ones."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        return rng.permutation(self.num_samples)[self.skip:]
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self.order().tolist())
@@ -125,7 +135,8 @@ def training_batches(split: Split, sampler: EpochShuffleSampler, cfg: RunConfig,
         return InProcessBatches(split, sampler, cfg.optim.batch_size, fields)
     return DataLoader(split, batch_size=cfg.optim.batch_size, sampler=sampler, drop_last=True,
                       collate_fn=collate_batch, num_workers=cfg.train.num_workers,
-                      pin_memory=accelerator.device.type == "cuda")
+                      pin_memory=accelerator.device.type == "cuda",
+                      worker_init_fn=ignore_stop_signals)
 
 
 def learning_rate(step: int, steps_per_epoch: int, epochs: int, cfg: OptimConfig) -> float:
@@ -198,7 +209,10 @@ class Engine:
         self.cfg = cfg
         self.folder = RunFolder(out)
         self.accelerator = accelerator or make_accelerator(cfg)
+        if data is None and self.accelerator.is_main_process:
+            self.folder.probe()  # before reading the data, which can take long
         self.data = data if data is not None else build_data(cfg.data)
+        self.stop = StopFlag()
         self.stages: list[Stage] = METHODS[_method_name(cfg)][1](cfg.method, cfg)
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
@@ -236,15 +250,39 @@ class Engine:
                            f"set; set train.eval_split=val (and give the data a validation "
                            f"split)")
         self._check_single_labels()
-        created = self.folder.claim(to_dict(self.cfg), RESULT_NEUTRAL_KEYS) \
-            if self.is_main else False
-        self.accelerator.wait_for_everyone()
+        self._check_selection_metrics()
+        if not self.data.train.labels.positive.any():
+            raise RunError("the training split has no positive label at all; check the "
+                           "dataset's label files (or data.label_regime)")
+        created = False
+        if self.is_main:
+            self.folder.lock()
         try:
-            return self._run_stages()
-        except (ValueError, RunError):
+            if self.is_main:
+                created = self.folder.claim(to_dict(self.cfg), RESULT_NEUTRAL_KEYS)
+            self.accelerator.wait_for_everyone()
+            with stop_requests() as self.stop:
+                return self._run_stages()
+        except (ValueError, RunError, TrainingError):
             if created:
                 self.folder.release()
             raise
+        finally:
+            self.folder.unlock()
+
+    def _check_selection_metrics(self) -> None:
+        """A ``keep_best`` metric must be one evaluation computes (checked before training, not
+        after the first epoch)."""
+        split = self.eval_split()
+        for stage in self.stages:
+            if stage.keep_best is None:
+                continue
+            names = metric_names(stage.task.output, bool((split.target >= 0).any()),
+                                 split.difficult_or_none is not None)
+            if stage.keep_best not in names:
+                raise RunError(f"stage '{stage.name}' keeps its best epoch by "
+                               f"'{stage.keep_best}', which evaluation does not compute; "
+                               f"valid: {', '.join(names)}")
 
     def _check_single_labels(self) -> None:
         """A softmax stage needs one given label per training image; multi-label data (VOC,
@@ -268,6 +306,9 @@ class Engine:
             if done.get("complete"):
                 metrics = done["test_metrics"]
                 continue
+            if self.stop_requested():
+                raise Stopped(self.stop.signum or signal.SIGTERM, f"before stage "
+                              f"'{stage.name}'", None)
             metrics = StageRunner(self, stage, index, manifest).run()
         if self.is_main:
             write_json(self.folder.final_metrics_path, metrics)
@@ -278,6 +319,15 @@ class Engine:
 
     def eval_split(self) -> Split:
         return self.data.val if self.cfg.train.eval_split == "val" else self.data.test
+
+    def stop_requested(self) -> bool:
+        """Whether a process got SIGTERM or SIGINT (all processes agree, so they stop at the
+        same step)."""
+        requested = self.stop.requested
+        if self.accelerator.num_processes > 1:
+            flag = torch.tensor([float(requested)], device=self.accelerator.device)
+            requested = bool(self.accelerator.reduce(flag, "sum").item() > 0)
+        return requested
 
 
 def _method_name(cfg: RunConfig) -> str:
@@ -334,6 +384,10 @@ class StageRunner:
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.best: float | None = None
+        self.position: dict[str, Any] | None = None
+        self.initial_loss: float | None = None
+        """The loss of the stage's first step, the yardstick of :meth:`_check_collapse`."""
+        """Where in the current epoch a stopped run was (see :meth:`_position`)."""
         self._resume()
 
     # -- setup ---------------------------------------------------------------------------
@@ -375,10 +429,10 @@ class StageRunner:
         return teacher.to(self.acc.device, memory_format=self.memory_format)
 
     def _resume(self) -> None:
-        path = self.engine.folder.checkpoint_path(self.stage.name)
-        if not path.exists():
+        found = self._read_checkpoint()
+        if found is None:
             return
-        state = load_checkpoint(path, ("model", "optimizer", "task", "epoch", "step", "history"))
+        path, state = found
         self._check_resumable(path, state)
         try:
             self.acc.unwrap_model(self.model).load_state_dict(state["model"])
@@ -391,6 +445,37 @@ class StageRunner:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = list(state["history"])
         self.best = state.get("best")
+        self.position = state.get("position")
+        self.initial_loss = state.get("initial_loss")
+
+    def _read_checkpoint(self) -> tuple[Path, dict[str, Any]] | None:
+        """The latest checkpoint whose SHA-256 verifies: ``checkpoint.pt``, or the one before it
+        when that is corrupt (set aside as ``checkpoint.corrupt.pt``) or missing (a kill between
+        the two renames of :func:`unhot.runs.save_checkpoint`)."""
+        folder, keys = self.engine.folder, ("model", "optimizer", "task", "epoch", "step",
+                                            "history")
+        path = folder.checkpoint_path(self.stage.name)
+        previous = folder.previous_checkpoint_path(self.stage.name)
+        if path.exists():
+            try:
+                return path, load_checkpoint(path, keys)
+            except IntegrityError as err:
+                try:
+                    state = load_checkpoint(previous, keys) if previous.exists() else None
+                except IntegrityError:
+                    state = None
+                if state is None:
+                    raise IntegrityError(f"{err}; no sound earlier checkpoint is kept: delete "
+                                         f"{path.parent} to retrain stage '{self.stage.name}' "
+                                         f"from the start") from err
+                path.replace(path.with_suffix(".corrupt.pt"))
+                print(f"unhot: warning: {err}; set it aside as checkpoint.corrupt.pt and "
+                      f"resuming from {previous.name} (epoch {state['epoch']})",
+                      file=sys.stderr)
+                return previous, state
+        if previous.exists():
+            return previous, load_checkpoint(previous, keys)
+        return None
 
     def _check_resumable(self, path: Path, state: dict[str, Any]) -> None:
         """Refuse a checkpoint of other classes or another number of steps per epoch (which
@@ -412,12 +497,17 @@ class StageRunner:
     def run(self) -> dict[str, float]:
         """Train the remaining epochs, then save the stage's weights and test metrics."""
         while self.epoch < self.epochs and not self._out_of_patience():
+            if self.engine.stop_requested():
+                raise Stopped(self.engine.stop.signum or signal.SIGTERM,
+                              f"at stage '{self.stage.name}', epoch {self.epoch + 1} start",
+                              None)
             result = self.train_epoch()
+            self._check_collapse(result)
             self.epoch += 1
             self.task.on_epoch_end(self)
             row = self._epoch_row(result)
             self.history.append(row)
-            self._save_epoch()
+            self._save_checkpoint()
         return self._finish()
 
     def train_epoch(self) -> EpochResult:
@@ -431,8 +521,10 @@ class StageRunner:
         set_epoch(self.epoch)
         self.model.train()
         terms: dict[str, list[Tensor]] = {}
-        images_seen = 0
-        start = time.perf_counter()
+        images_seen, batches, seconds = 0, 0, 0.0
+        if self.position is not None:
+            terms, images_seen, batches, seconds = self._restore_position(generator)
+        start = time.perf_counter() - seconds
         bar = tqdm(self.loader, desc=f"{self.stage.name} {self.epoch + 1}/{self.epochs}",
                    leave=False, disable=not (self.cfg.train.progress and self.engine.is_main))
         for batch in bar:
@@ -440,11 +532,50 @@ class StageRunner:
             for key, value in losses.items():
                 terms.setdefault(key, []).append(value.detach())
             images_seen += int(batch["image"].shape[0])
+            batches += 1
+            if self.initial_loss is None:
+                self.initial_loss = float(sum(v.detach() for v in losses.values()))
             if self.step % 25 == 0 and bar.disable is False:
                 bar.set_postfix(loss=f"{sum(losses.values()).item():.4f}")
+            if self.engine.stop_requested():
+                bar.close()
+                self._save_checkpoint(self._position(terms, images_seen, batches,
+                                                     time.perf_counter() - start, generator))
+                raise Stopped(self.engine.stop.signum or signal.SIGTERM,
+                              f"at stage '{self.stage.name}', epoch {self.epoch + 1}, step "
+                              f"{batches} of {self.steps_per_epoch}",
+                              self.engine.folder.checkpoint_path(self.stage.name))
         # A term present in some steps only (MILe's phases) is averaged over those steps.
         means = {k: float(torch.stack(v).sum()) / len(v) for k, v in terms.items()}
         return EpochResult(means, time.perf_counter() - start, images_seen)
+
+    def _position(self, terms: dict[str, list[Tensor]], images: int, batches: int,
+                  seconds: float, generator: torch.Generator) -> dict[str, Any]:
+        """Where a stop left the epoch: batches done (by each process), the loss terms so far,
+        and the augmentation and torch RNG states, so the rest of the epoch runs as it would
+        have."""
+        position = {"batches": batches, "images": images, "seconds": seconds,
+                    "terms": {k: torch.stack(v).cpu() for k, v in terms.items()},
+                    "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            position["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return position
+
+    def _restore_position(self, generator: torch.Generator
+                          ) -> tuple[dict[str, list[Tensor]], int, int, float]:
+        """Continue a stopped epoch: skip its trained batches, restore RNGs and loss terms."""
+        position, self.position = self.position, None
+        assert position is not None
+        batches = int(position["batches"])
+        self.sampler.resumed = (self.epoch,
+                                batches * self.cfg.optim.batch_size * self.acc.num_processes)
+        generator.set_state(position["generator"])
+        torch.set_rng_state(position["torch_rng"])
+        if "cuda_rng" in position and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(position["cuda_rng"])
+        device = self.acc.device
+        terms = {k: list(v.to(device).unbind()) for k, v in position["terms"].items()}
+        return terms, int(position["images"]), batches, float(position["seconds"])
 
     def train_step(self, batch: dict[str, Tensor], generator: torch.Generator
                    ) -> dict[str, Tensor]:
@@ -474,10 +605,31 @@ class StageRunner:
         self.step += 1
         return losses
 
+    def _check_collapse(self, result: EpochResult) -> None:
+        """Stop when every loss term was exactly 0 over a whole epoch (saturated outputs, e.g.
+        after a far too high learning rate: nothing is learned any more); warn when the loss
+        is a thousand times the stage's first step's (at initialisation)."""
+        total = sum(result.losses.values())
+        if result.losses and all(v == 0 for v in result.losses.values()):
+            raise TrainingError(
+                f"stage '{self.stage.name}', epoch {self.epoch + 1}: every loss term was exactly "
+                f"0 for the whole epoch, so the model's outputs have saturated and it no longer "
+                f"learns. Last good checkpoint: {self._kept_checkpoint()}. Likely cause: a "
+                f"learning rate far too high (optim.lr={self.cfg.optim.lr}).")
+        start = self.initial_loss
+        if start is not None and start > 0 and total > 1000 * start:
+            print(f"unhot: warning: stage '{self.stage.name}', epoch {self.epoch + 1}: the mean "
+                  f"loss ({total:.4g}) is over 1000x the loss of the stage's first step "
+                  f"({start:.4g}); training is diverging (optim.lr={self.cfg.optim.lr})",
+                  file=sys.stderr)
+
+    def _kept_checkpoint(self) -> str:
+        kept = self.engine.folder.checkpoint_path(self.stage.name)
+        return f"{kept} (epoch {self.epoch})" if kept.exists() else "none yet"
+
     def _fail_non_finite(self, losses: dict[str, Tensor]) -> None:
         bad = [f"{k}={v.item()}" for k, v in losses.items() if not torch.isfinite(v)]
-        kept = self.engine.folder.checkpoint_path(self.stage.name)
-        where = f"{kept} (epoch {self.epoch})" if kept.exists() else "none yet"
+        where = self._kept_checkpoint()
         lr = learning_rate(max(0, self.step - 1), self.steps_per_epoch, self.epochs,
                            self.cfg.optim)
         raise TrainingError(
@@ -553,20 +705,24 @@ class StageRunner:
                              self.engine.folder.best_weights_path(self.stage.name))
 
     # -- persistence ---------------------------------------------------------------------
-    def _save_epoch(self) -> None:
+    def _save_checkpoint(self, position: dict[str, Any] | None = None) -> None:
+        """Checkpoint the stage after a finished epoch, or inside one at ``position`` (a stop:
+        the log and manifest then stay at the last finished epoch)."""
         if self.engine.is_main:
             state = {"model": self.acc.unwrap_model(self.model).state_dict(),
                      "optimizer": self.optimizer.state_dict(), "task": self.task.state_dict(),
                      "epoch": self.epoch, "step": self.step, "history": self.history,
                      "best": self.best, "class_names": list(self.arch.class_names),
                      "num_processes": self.acc.num_processes,
-                     "steps_per_epoch": self.steps_per_epoch}
+                     "steps_per_epoch": self.steps_per_epoch, "initial_loss": self.initial_loss,
+                     **({} if position is None else {"position": position})}
             folder = self.engine.folder
             save_checkpoint(folder.checkpoint_path(self.stage.name), state)
-            self._write_metrics_log()
-            self.manifest["stages"][self.stage.name] = {"complete": False,
-                                                        "epochs_done": self.epoch}
-            folder.write_manifest(self.manifest)
+            if position is None:
+                self._write_metrics_log()
+                self.manifest["stages"][self.stage.name] = {"complete": False,
+                                                            "epochs_done": self.epoch}
+                folder.write_manifest(self.manifest)
         self.acc.wait_for_everyone()
 
     def _write_metrics_log(self, final: dict[str, Any] | None = None) -> None:

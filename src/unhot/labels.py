@@ -14,12 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from unhot.errors import LabelError
+
 COLE_SEED = 1200
 """Seed of Cole et al. (CVPR 2021) for choosing the kept positive and the train/val split."""
-
-
-class LabelError(ValueError):
-    """Label arrays with the wrong shape, dtype or values."""
 
 
 @dataclass(frozen=True)

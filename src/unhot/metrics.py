@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from unhot.errors import MetricsInputError
+
 _BLOCK = 1 << 20
 """Entries (samples x classes) sorted at once by AP: ~50 bytes each, ~50 MB."""
 
@@ -48,10 +50,6 @@ def _first_bad(arr: np.ndarray, is_bad: Any) -> tuple[int, int] | None:
             row, col = np.argwhere(bad)[0]
             return rows.start + int(row), int(col)
     return None
-
-
-class MetricsInputError(ValueError):
-    """Metric inputs with the wrong shape, dtype or values."""
 
 
 # -- validation --------------------------------------------------------------------------------
@@ -580,3 +578,14 @@ def compute_metrics(
 
 def _suffixed(d: dict[str, float], suffix: str) -> dict[str, float]:
     return {f"{k}{suffix}": v for k, v in d.items()}
+
+
+def metric_names(output: str = "sigmoid", with_target: bool = False,
+                 with_difficult: bool = False) -> list[str]:
+    """The keys :func:`compute_metrics` returns for this kind of output and data (found by
+    scoring two images of two classes), e.g. to check a ``keep_best`` metric before training."""
+    scores = np.array([[0.9, 0.2], [0.3, 0.6]], dtype=np.float32)
+    labels = np.eye(2, dtype=bool)
+    target = np.arange(2) if with_target else None
+    difficult = np.array([[False, True], [False, False]]) if with_difficult else None
+    return list(compute_metrics(scores, labels, target, 0.5, difficult, output))

@@ -54,10 +54,16 @@ def _save(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
-def training_curves(rows: list[dict], path: Path, title: str) -> None:
+NO_EVAL_NOTE = "no evaluation during training (train.eval_every: 0)"
+
+
+def training_curves(rows: list[dict], path: Path, title: str) -> plt.Figure:
     """Per-epoch mean of every loss term (left) and every logged evaluation metric in percent
-    (right), one line per stage; x = epochs counted over the whole run."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    (right), one line per stage; x = epochs counted over the whole run. Without logged
+    evaluation metrics the right panel is dropped and the title says so (:data:`NO_EVAL_NOTE`).
+    Returns the (closed) figure."""
+    losses: list[tuple[list, list, str]] = []
+    evals: list[tuple[list, list, str]] = []
     offset = 0
     stages = list(dict.fromkeys(r["stage"] for r in rows))
     for stage in stages:
@@ -65,23 +71,29 @@ def training_curves(rows: list[dict], path: Path, title: str) -> None:
         x = [offset + r["epoch"] for r in mine]
         prefix = f"{stage}: " if len(stages) > 1 else ""
         for key in sorted({k for r in mine for k in r if k.startswith("loss/")}):
-            left.plot(x, [r.get(key, np.nan) for r in mine], marker=".",
-                      label=prefix + key[5:])
+            losses.append((x, [r.get(key, np.nan) for r in mine], prefix + key[5:]))
         for key in ("real_f1@0.25", "mAP", "top1"):
             for split in sorted({k.split("/")[0] for r in mine for k in r
                                  if k.endswith("/" + key) and not k.startswith("loss/")}):
-                points = [(xi, r[f"{split}/{key}"]) for xi, r in zip(x, mine, strict=True)
+                points = [(xi, 100 * r[f"{split}/{key}"]) for xi, r in zip(x, mine, strict=True)
                           if f"{split}/{key}" in r]
-                right.plot(*zip(*[(a, 100 * b) for a, b in points], strict=True), marker="o",
-                           label=f"{prefix}{key} on the {split} split")
+                xs, ys = zip(*points, strict=True)
+                evals.append((list(xs), list(ys), f"{prefix}{key} on the {split} split"))
         offset = x[-1] if x else offset
-    left.set(xlabel="epoch (whole run)", ylabel="mean training loss", title="losses")
-    right.set(xlabel="epoch (whole run)", ylabel="percent", title="evaluation during training")
-    for ax in (left, right):
+    fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(9 if evals else 5, 3.4),
+                             squeeze=False)
+    panels = [(axes[0, 0], losses, "mean training loss", "losses")]
+    if evals:
+        panels.append((axes[0, 1], evals, "percent", "evaluation during training"))
+    for ax, lines, ylabel, name in panels:
+        for x, y, label in lines:
+            ax.plot(x, y, marker="o" if lines is evals else ".", label=label)
+        ax.set(xlabel="epoch (whole run)", ylabel=ylabel, title=name)
         if ax.lines:
             ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title if evals else f"{title}\n{NO_EVAL_NOTE}", fontsize=10)
     _save(fig, path)
+    return fig
 
 
 def f1_against_threshold(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
@@ -95,20 +107,39 @@ def f1_against_threshold(curves: dict[str, tuple[np.ndarray, np.ndarray]], path:
     _save(fig, path)
 
 
-def class_ap_bars(ap: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
-    """Average precision per class (percent), one bar per class."""
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(ap) + 1.5), 3.2))
-    ax.bar(range(len(ap)), 100 * ap, color="tab:green")
-    ax.set_xticks(range(len(ap)), class_names, rotation=60 if len(ap) > 12 else 0, fontsize=8)
-    ax.set(ylabel="AP (%)", ylim=(0, 100), title=f"{title}: AP per class")
+AP_BARS_MAX = 40
+"""Above this many classes, the AP plot shows only the AP_BARS_MAX // 2 best and worst."""
+
+
+def class_ap_bars(ap: np.ndarray, class_names: list[str], path: Path, title: str,
+                  max_classes: int = AP_BARS_MAX) -> plt.Figure:
+    """Average precision per class (percent) as horizontal bars, one row per class in class
+    order, the figure growing with the number of rows so that names never overlap. Above
+    ``max_classes`` classes only the ``max_classes // 2`` best and worst (sorted by AP, split by
+    a dashed line) are shown, and the title says so. Returns the (closed) figure."""
+    rows, note = np.arange(len(ap)), ""
+    if len(ap) > max_classes:
+        k = max_classes // 2
+        order = np.argsort(-ap, kind="stable")
+        rows = np.concatenate([order[:k], order[-k:]])
+        note = f"\n{k} best and {k} worst of {len(ap)} classes"
+    fig, ax = plt.subplots(figsize=(5.5, 1.2 + 0.18 * len(rows)))
+    ax.barh(range(len(rows)), 100 * ap[rows], color="tab:green")
+    ax.set_yticks(range(len(rows)), [class_names[i] for i in rows], fontsize=8)
+    if note:
+        ax.axhline(len(rows) / 2 - 0.5, color="black", linestyle="--", linewidth=1)
+    ax.set(xlabel="AP (%)", xlim=(0, 100), ylim=(len(rows) - 0.5, -0.5),
+           title=f"{title}: AP per class{note}")
     _save(fig, path)
+    return fig
 
 
 def set_size_histogram(sizes: dict[str, tuple[np.ndarray, np.ndarray]], path: Path,
-                       threshold: float) -> None:
+                       threshold: float) -> plt.Figure:
     """How many labels each test image gets (predicted at ``threshold``) vs how many it has:
     ``sizes`` maps a run to (predicted set sizes, true set sizes) on its own test split. One
-    black outline for the true sizes when every run has the same, else one outline per run."""
+    black outline for the true sizes when every run has the same, else one outline per run.
+    Returns the (closed) figure."""
     top = int(max(max(p.max(), t.max()) for p, t in sizes.values()))
     bins = np.arange(0.5, top + 1.5)
     trues = [t for _, t in sizes.values()]
@@ -127,6 +158,7 @@ def set_size_histogram(sizes: dict[str, tuple[np.ndarray, np.ndarray]], path: Pa
            title="label coverage")
     ax.legend(fontsize=8)
     _save(fig, path)
+    return fig
 
 
 def shows_as_image(shape: tuple[int, ...]) -> bool:

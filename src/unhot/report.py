@@ -27,8 +27,11 @@ from unhot.metrics import average_precision_per_class, real_f1, real_set
 from unhot.runs import RunError, RunFolder, atomic_write, read_json
 from unhot.weights import read_architecture
 
-TABLE_KEYS = ("top1", "real_acc", "real_f1@0.25", "real_f1@0.5", "label_coverage@0.25", "mAP",
-              "ECE", "ECE_class", "ECE_top1")
+COVERAGE_THRESHOLD = 0.25
+"""The threshold t of label coverage in the table and of the predicted sets in the coverage
+plot (predicted set = top-1 + every class with p > t)."""
+TABLE_KEYS = ("top1", "real_acc", "real_f1@0.25", "real_f1@0.5",
+              f"label_coverage@{COVERAGE_THRESHOLD}", "mAP", "ECE", "ECE_class", "ECE_top1")
 """ECE and ECE_class for sigmoid outputs, ECE_top1 for softmax ones (see unhot.metrics)."""
 THRESHOLDS = np.linspace(0.05, 0.95, 19)
 EXAMPLES = 8
@@ -65,16 +68,23 @@ def read_run(folder: Path, name: str) -> RunSummary:
                       list(arch.class_names))
 
 
+def join_names(names: list[str]) -> str:
+    """``names`` joined by ", ", or by "; " when one of them contains a comma."""
+    return ("; " if any("," in n for n in names) else ", ").join(names)
+
+
 def example_captions(run: RunSummary, indices: np.ndarray) -> list[str]:
-    """"given / true / predicted (p)" captions for the test images ``indices``."""
+    """"given / true / predicted (p)" captions for the test images ``indices``; class names in
+    a set are separated as by :func:`join_names`."""
     names = np.asarray(run.class_names, dtype=object)
     scores, true, target = (run.predictions[k] for k in ("scores", "true", "target"))
     predicted = real_set(scores, 0.5)
     captions = []
     for i in indices:
         given = names[target[i]] if target[i] >= 0 else "-"
-        shown = ", ".join(f"{names[c]} {scores[i, c]:.2f}" for c in np.flatnonzero(predicted[i]))
-        captions.append(f"given: {given}\ntrue: {' '.join(names[true[i]])}\npred: {shown}")
+        shown = join_names([f"{names[c]} {scores[i, c]:.2f}" for c in np.flatnonzero(predicted[i])])
+        captions.append(f"given: {given}\ntrue: {join_names(list(names[true[i]]))}\n"
+                        f"pred: {shown}")
     return captions
 
 
@@ -130,8 +140,9 @@ def write_report(folders: list[Path], out: Path) -> Path:
                                                 t) for t in THRESHOLDS])) for r in runs},
         out / "f1_threshold.png")
     plots.set_size_histogram(
-        {r.name: (real_set(r.predictions["scores"], 0.5).sum(1), r.predictions["true"].sum(1))
-         for r in runs}, out / "coverage.png", 0.5)
+        {r.name: (real_set(r.predictions["scores"], COVERAGE_THRESHOLD).sum(1),
+                  r.predictions["true"].sum(1)) for r in runs},
+        out / "coverage.png", COVERAGE_THRESHOLD)
     sections = [(run, *run_figures(run, out)) for run in runs]
     table = metrics_table(runs)
     atomic_write(out / "README.md", lambda f: f.write(markdown(table, sections)))

@@ -5,10 +5,15 @@ Layout of ``RUN_DIR``::
     config.yaml               the resolved config (a rerun must match it)
     manifest.json             which stages are complete, their per-epoch history and test metrics
     metrics.jsonl             one row per (stage, epoch), regenerated atomically every epoch
-    stages/<stage>/checkpoint.pt       latest epoch: model, optimizer, task state, history
+    stages/<stage>/checkpoint.pt       latest epoch (or the step a SIGTERM/SIGINT stopped at):
+                                       model, optimizer, task state, history
+    stages/<stage>/checkpoint.prev.pt  the checkpoint before it (resume falls back to it)
     stages/<stage>/model.safetensors   the stage's final weights (+ architecture metadata)
     stages/<stage>/test_predictions.npz  test scores, true sets, given labels, difficult marks
     final_metrics.json        test metrics of the last stage
+    SHA256SUMS                per folder: digests of checkpoints, weights and arrays (``sha256sum
+                              -c SHA256SUMS`` checks them; unhot checks them when it reads one)
+    .unhot.lock               held (``flock``) by the training process writing the folder
 
 Every file is written to a temporary name in the same folder (``.<name>.<random>.tmp``), flushed
 to disk and renamed into place, so a run killed at any moment leaves only complete files (plus
@@ -17,12 +22,16 @@ perhaps a stale temporary file, which nothing reads); resume trusts the checkpoi
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import pickle
 import re
 import secrets
 import shutil
+import socket
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -32,11 +41,11 @@ import numpy as np
 import torch
 import yaml
 
+from unhot.errors import IntegrityError, RunError
+
 TEMP_SUFFIX = ".tmp"
-
-
-class RunError(RuntimeError):
-    """A run folder that cannot be used as asked (a different run's files, a bad checkpoint)."""
+SUMS_NAME = "SHA256SUMS"
+LOCK_NAME = ".unhot.lock"
 
 
 def one_line(err: BaseException) -> str:
@@ -50,21 +59,78 @@ def one_line(err: BaseException) -> str:
 
 
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, record: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block ends.
 
     The rename is atomic on POSIX file systems, so readers see the old file or the new one.
+    ``record``: also record the file's SHA-256 in the folder's ``SHA256SUMS``. The new digest
+    is added before the rename and the old one dropped after it, so a kill at any moment leaves
+    a record that accepts whichever file is in place.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _new_temp_file(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _new_temp_file(path)
+    except OSError as err:
+        raise RunError(f"cannot write {path}: {err.strerror or one_line(err)}") from err
     try:
         yield tmp
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+            digest = hashlib.file_digest(handle, "sha256").hexdigest() if record else ""
+        if record:
+            _record(path, [digest, *_recorded(path)])
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+        if record:
+            _record(path, [digest])
+    except OSError as err:
+        raise RunError(f"cannot write {path}: {err.strerror or one_line(err)}") from err
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _read_sums(folder: Path) -> dict[str, list[str]]:
+    """``SHA256SUMS`` of ``folder`` (``sha256sum`` format): name -> accepted digests."""
+    sums: dict[str, list[str]] = {}
+    path = folder / SUMS_NAME
+    if not path.is_file():
+        return sums
+    for line in path.read_text(errors="replace").splitlines():
+        digest, _, name = line.partition("  ")
+        if re.fullmatch(r"[0-9a-f]{64}", digest) and name:
+            sums.setdefault(name, []).append(digest)
+    return sums
+
+
+def _recorded(path: Path) -> list[str]:
+    return _read_sums(path.parent).get(path.name, [])
+
+
+def _record(path: Path, digests: list[str]) -> None:
+    """Set the accepted digests of ``path`` in its folder's ``SHA256SUMS``."""
+    sums = _read_sums(path.parent)
+    sums[path.name] = list(dict.fromkeys(digests))
+    text = "".join(f"{d}  {name}\n" for name in sorted(sums) for d in sums[name])
+    atomic_write(path.parent / SUMS_NAME, lambda h: h.write(text))
+
+
+def verify_file(path: Path) -> None:
+    """Raise :class:`IntegrityError` if ``path``'s SHA-256 is not the one recorded when it was
+    written (files without a record, e.g. from older runs, pass)."""
+    accepted = _recorded(path)
+    if not accepted:
+        return
+    digest = file_sha256(path)
+    if digest not in accepted:
+        raise IntegrityError(f"{path} is corrupt: its SHA-256 ({digest[:12]}...) is not the one "
+                             f"recorded when it was written ({accepted[0][:12]}... in "
+                             f"{path.parent / SUMS_NAME}); a disk or copy error changed it")
 
 
 def _new_temp_file(path: Path) -> Path:
@@ -92,9 +158,11 @@ def _fsync_dir(folder: Path) -> None:
     os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[IO[Any]], None], mode: str = "w") -> None:
-    """Write ``path`` atomically through ``write(handle)``."""
-    with atomic_path(path) as tmp, open(tmp, mode) as handle:
+def atomic_write(path: Path, write: Callable[[IO[Any]], None], mode: str = "w",
+                 record: bool = False) -> None:
+    """Write ``path`` atomically through ``write(handle)`` (``record``: see
+    :func:`atomic_path`)."""
+    with atomic_path(path, record) as tmp, open(tmp, mode) as handle:
         write(handle)
 
 
@@ -124,23 +192,51 @@ def write_yaml(path: Path, obj: Any) -> None:
 
 
 def write_npz(path: Path, compress: bool = True, **arrays: np.ndarray) -> None:
-    """Atomically write an ``.npz`` (compressed unless ``compress`` is False: large arrays
-    rewritten every epoch are cheaper to write than to compress)."""
+    """Atomically write an ``.npz`` with its SHA-256 recorded (compressed unless ``compress``
+    is False: large arrays rewritten every epoch are cheaper to write than to compress)."""
     save = np.savez_compressed if compress else np.savez
-    atomic_write(path, lambda h: save(h, **arrays), mode="wb")
+    atomic_write(path, lambda h: save(h, **arrays), mode="wb", record=True)
+
+
+def previous_checkpoint(path: Path) -> Path:
+    """Where the checkpoint before ``path`` is kept (``checkpoint.prev.pt``)."""
+    return path.with_suffix(".prev" + path.suffix)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Atomically ``torch.save`` a checkpoint made of tensors and plain values only."""
-    atomic_write(path, lambda h: torch.save(state, h), mode="wb")
+    """Atomically ``torch.save`` a checkpoint made of tensors and plain values only, with its
+    SHA-256 recorded; the checkpoint it replaces is kept as :func:`previous_checkpoint`."""
+    if path.exists():
+        previous = previous_checkpoint(path)
+        _record(previous, [*_recorded(path), *_recorded(previous)])
+        os.replace(path, previous)
+        _record(previous, _recorded(path))
+    try:
+        atomic_write(path, lambda h: torch.save(state, h), mode="wb", record=True)
+    except RuntimeError as err:  # torch's writer reports a full disk as "unexpected pos"
+        if isinstance(err, RunError):
+            raise
+        raise RunError(f"cannot write {path}: {one_line(err)} ({free_space(path.parent)} free "
+                       f"on its file system)") from err
+
+
+def free_space(folder: Path) -> str:
+    """The free space of ``folder``'s file system, in words (e.g. "1.2 GB")."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "unknown space"
+    return f"{free / 1e9:.1f} GB" if free >= 1e8 else f"{free / 1e6:.1f} MB"
 
 
 def load_checkpoint(path: Path, keys: tuple[str, ...] = ()) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``: nothing in it can run code.
 
-    A file that needs pickle to load (any object other than tensors, numbers, strings, lists and
-    dicts) is refused with an explanation; so is a file that is not a dict holding ``keys``.
+    Its SHA-256 is checked first (:func:`verify_file`). A file that needs pickle to load (any
+    object other than tensors, numbers, strings, lists and dicts) is refused with an
+    explanation; so is a file that is not a dict holding ``keys``.
     """
+    verify_file(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -173,6 +269,8 @@ class RunFolder:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self._made_root = False
+        self._made_lock = False
+        self._lock_fd: int | None = None
 
     @property
     def config_path(self) -> Path:
@@ -205,6 +303,68 @@ class RunFolder:
     def predictions_path(self, stage: str, split: str = "test") -> Path:
         return self.stage_dir(stage) / f"{split}_predictions.npz"
 
+    def previous_checkpoint_path(self, stage: str) -> Path:
+        return previous_checkpoint(self.checkpoint_path(stage))
+
+    def probe(self) -> None:
+        """Check that the folder can be written (before any data is read): its nearest existing
+        ancestor is a writable folder. Raises :class:`RunError` naming the path and cause."""
+        existing = self.root
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            what = self.root if existing == self.root else f"{self.root} (below {existing})"
+            raise RunError(f"cannot write the run folder {what}: {existing} is a file, not a "
+                           f"folder; choose another --out")
+        try:
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as err:
+            raise RunError(f"cannot write the run folder {self.root}: {existing} is not "
+                           f"writable ({err.strerror or one_line(err)})") from err
+
+    def lock(self) -> None:
+        """Hold an exclusive ``flock`` on ``.unhot.lock`` while this process writes the folder;
+        a second live writer is refused naming the first one's PID. The kernel drops the lock
+        when its process dies (even by SIGKILL), so a killed run's lock is taken over."""
+        self._made_root = not self.root.exists()
+        path = self.root / LOCK_NAME
+        self._made_lock = not path.exists()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            raise RunError(f"cannot write the run folder {self.root}: "
+                           f"{err.strerror or one_line(err)}") from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown PID"
+            os.close(fd)
+            raise RunError(f"{self.root} is being written by another unhot process ({holder}); "
+                           f"wait for it to end or stop it, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"PID {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._lock_fd = fd
+        self._remove_stale_temp_files()
+
+    def unlock(self) -> None:
+        """Release :meth:`lock` (also released when the process ends); a lock file this process
+        made in a folder it did not claim (another run's, or foreign files) is removed."""
+        if self._lock_fd is None:
+            return
+        if self._made_lock and not self.config_path.exists():
+            (self.root / LOCK_NAME).unlink(missing_ok=True)
+        os.close(self._lock_fd)
+        self._lock_fd = None
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temporary files of a killed writer (only the lock holder writes, so none is live)."""
+        for path in [*self.root.glob(f".*{TEMP_SUFFIX}"),
+                     *self.root.glob(f"stages/*/.*{TEMP_SUFFIX}")]:
+            with suppress(OSError):
+                path.unlink()
+
     def read_manifest(self) -> dict[str, Any]:
         if not self.manifest_path.exists():
             return {"stages": {}, "complete": False}
@@ -218,23 +378,32 @@ class RunFolder:
         this same run; True if the folder is new. Keys in ``ignore`` (dotted) may differ (they
         do not change results); an existing config file is never rewritten.
         """
-        if self.config_path.exists():
+        if self.config_path.exists() and self.has_progress():
             old = read_yaml(self.config_path)
             diff = _first_difference(old, resolved, ignore)
             if diff is not None:
                 raise RunError(f"{self.root} holds a different run ('{diff}' differs from this "
                                f"config); choose another --out or remove that folder")
             return False
+        if self.config_path.exists():  # a run that stopped before its first checkpoint
+            write_yaml(self.config_path, resolved)
+            return False
         if self.root.exists() and not self.root.is_dir():
             raise RunError(f"{self.root} is a file, not a run folder; choose another --out")
         # A temporary file left by a run killed while writing its config does not count.
-        if self.root.exists() and any(not _is_temp(p) for p in self.root.iterdir()):
+        if self.root.exists() and any(not _is_temp(p) and p.name not in (LOCK_NAME, SUMS_NAME)
+                                      for p in self.root.iterdir()):
             raise RunError(f"{self.root} is not empty and holds no unhot run (no config.yaml); "
                            f"choose another --out")
-        self._made_root = not self.root.exists()
+        self._made_root = self._made_root or not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
         write_yaml(self.config_path, resolved)
         return True
+
+    def has_progress(self) -> bool:
+        """True once a checkpoint or a stage's weights exist (something a rerun resumes)."""
+        return any(self.root.glob("stages/*/checkpoint*.pt")) or \
+            any(self.root.glob("stages/*/model.safetensors"))
 
     def release(self) -> None:
         """Undo a :meth:`claim` that created the folder, unless a checkpoint was written since.
@@ -242,7 +411,7 @@ class RunFolder:
         Called when the run fails on bad input: the folder was empty (or absent) before, so
         everything in it is this run's, and without a checkpoint nothing in it can be resumed.
         """
-        if any(self.root.glob("stages/*/checkpoint.pt")):
+        if self.has_progress():
             return
         for entry in self.root.iterdir():
             if entry.is_dir() and not entry.is_symlink():

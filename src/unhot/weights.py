@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save
 
 from unhot.models import Classifier, build_model
-from unhot.runs import RunError, atomic_path, one_line
+from unhot.runs import IntegrityError, RunError, atomic_path, one_line, verify_file
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,11 @@ class Architecture:
 
 
 def save_weights(model: Classifier, arch: Architecture, path: Path) -> None:
-    """Atomically write ``model``'s weights and ``arch`` as safetensors metadata."""
+    """Atomically write ``model``'s weights and ``arch`` as safetensors metadata, with the file's
+    SHA-256 recorded beside it (checked by :func:`load_weights`)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"unhot_architecture": json.dumps(asdict(arch))}
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+    with atomic_path(path, record=True) as tmp, open(tmp, "wb") as handle:
         # Written through our own handle: safetensors' save_file recreates the file 0600.
         handle.write(save(state, metadata=meta))
 
@@ -71,9 +72,16 @@ def read_architecture(path: Path) -> Architecture:
 
 def load_weights(path: Path, expected: Architecture | None = None) -> tuple[Classifier,
                                                                             Architecture]:
-    """Rebuild the model stored at ``path``; if ``expected`` is given, the class list must match
-    (a checkpoint trained on other classes is refused, naming the first difference)."""
+    """Rebuild the model stored at ``path`` after checking its SHA-256 (:func:`verify_file`); if
+    ``expected`` is given, the class list must match (a checkpoint trained on other classes is
+    refused, naming the first difference)."""
     arch = read_architecture(path)
+    try:
+        verify_file(path)
+    except IntegrityError as err:
+        raise IntegrityError(f"{err}. Restore it from a copy, or delete the stage's folder "
+                             f"(stages/<stage>/) and rerun `unhot train` to retrain that stage"
+                             ) from err
     if expected is not None and arch.class_names != expected.class_names:
         raise RunError(f"{path}: trained on classes {list(arch.class_names)[:5]}... "
                        f"({arch.num_classes}), but the data has "

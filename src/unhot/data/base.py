@@ -25,14 +25,11 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from unhot.errors import DataError
 from unhot.labels import LabelError, LabelMatrix
 
 LABEL_FIELDS = ("positive", "negative", "true", "difficult", "target")
 """The label fields of a batch (module docstring)."""
-
-
-class DataError(ValueError):
-    """A dataset that cannot be read: names the file, row or key at fault."""
 
 
 class ImageSource(Protocol):

@@ -9,13 +9,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from unhot.errors import ModelConfigError
 from unhot.models import resnet, small_cnn
 from unhot.models.heads import Classifier
 from unhot.models.layers import FeatureInput, feature_mlp
-
-
-class ModelConfigError(ValueError):
-    """A model that cannot be built: names the argument, its value and what is valid."""
 
 
 @dataclass(frozen=True)
