@@ -15,6 +15,7 @@ import yaml
 from conftest import tiny_raw
 from PIL import Image
 from readers_fixtures import coco_dataset, coco_document, voc_dataset, write_image, write_text
+from resume_helpers import as_if_killed
 
 from unhot.cli import main
 from unhot.runs import RunFolder, load_checkpoint, save_checkpoint
@@ -255,7 +256,7 @@ def test_resume_from_a_checkpoint_of_another_architecture(tmp_path, capsys):
     folder = RunFolder(narrow)
     for name in ("checkpoint.pt", "SHA256SUMS"):  # with its digest: a sound file, of a wide net
         shutil.copy(RunFolder(wide).stage_dir("train") / name, folder.stage_dir("train") / name)
-    folder.write_manifest({"stages": {}, "complete": False})  # as if killed before the end
+    as_if_killed(narrow)
     argv = train_argv(tmp_path / "narrow.yaml", narrow, "optim.epochs=1", "data.n_train=64")
     assert_user_error(argv, capsys, str(folder.checkpoint_path("train")), "does not fit",
                       "width 8", "size mismatch", out=narrow)
@@ -267,7 +268,7 @@ def test_resume_with_another_number_of_processes(tmp_path, capsys):
     path = folder.checkpoint_path("train")
     # As if trained by 2 processes (half the steps per epoch) and killed before the end.
     save_checkpoint(path, {**load_checkpoint(path), "num_processes": 2, "steps_per_epoch": 1})
-    folder.write_manifest({"stages": {}, "complete": False})
+    as_if_killed(out)
     argv = train_argv(tmp_path / "run.yaml", out, "optim.epochs=1", "data.n_train=64")
     assert_user_error(argv, capsys, str(path), "trained with 2 processes (1 steps per epoch)",
                       "resume it with the same number of processes and optim.batch_size",

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from resume_helpers import as_if_killed, assert_same_metrics, interrupt_run
 
 from unhot.config import OptimConfig, parse_config, to_dict
 from unhot.engine import (
     Engine,
     EpochShuffleSampler,
-    StageRunner,
     derive_seed,
     learning_rate,
     make_accelerator,
@@ -46,30 +46,14 @@ def test_epoch_shuffle_is_a_permutation_fixed_by_seed_and_epoch():
     assert derive_seed(0, "a") == derive_seed(0, "a") != derive_seed(0, "b")
 
 
-def test_interrupted_run_resumes_to_identical_metrics(tmp_path, tiny, monkeypatch):
-    from unhot.engine import Engine
-
+def test_interrupted_run_resumes_to_identical_metrics(tmp_path, tiny):
     cfg = parse_config(tiny())
     reference = Engine(cfg, tmp_path / "straight").run()
-
-    original = StageRunner.train_epoch
-    calls = {"n": 0}
-
-    def crash_in_third_epoch(self):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(StageRunner, "train_epoch", crash_in_third_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        Engine(cfg, tmp_path / "resumed").run()
+    interrupt_run(cfg, tmp_path / "resumed", "train_epoch", lambda runner, n: n == 3)
     manifest = RunFolder(tmp_path / "resumed").read_manifest()
     assert manifest["stages"]["train"] == {"complete": False, "epochs_done": 2}
-    monkeypatch.setattr(StageRunner, "train_epoch", original)
     resumed = Engine(cfg, tmp_path / "resumed").run()
-    for key, value in reference.items():
-        assert resumed[key] == pytest.approx(value, abs=1e-6), key
+    assert_same_metrics(resumed, reference)
     rows = [json.loads(line) for line in
             (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows if not r.get("final")] == [1, 2, 3]
@@ -105,8 +89,6 @@ def test_device_cuda_without_cuda_is_an_error_not_a_cpu_fallback(tiny, monkeypat
 
 
 def test_checkpoint_records_processes_and_old_checkpoints_still_resume(tmp_path, tiny):
-    from unhot.engine import Engine
-
     raw = tiny()
     raw["optim"]["epochs"] = 1
     raw["data"]["n_train"] = 64
@@ -120,10 +102,8 @@ def test_checkpoint_records_processes_and_old_checkpoints_still_resume(tmp_path,
     # A checkpoint written before these keys existed, in a run killed before its end.
     save_checkpoint(path, {k: v for k, v in state.items()
                            if k not in ("num_processes", "steps_per_epoch")})
-    folder.write_manifest({"stages": {}, "complete": False})
-    resumed = Engine(cfg, out).run()
-    for key, value in expected.items():
-        assert resumed[key] == pytest.approx(value, abs=1e-6), key
+    as_if_killed(out)
+    assert_same_metrics(Engine(cfg, out).run(), expected)
 
 
 def test_bce_full_trains_the_oracle_and_saves_its_own_name(tmp_path, tiny):

@@ -2,10 +2,9 @@
 must end with the final metrics of an uninterrupted run (to 1e-6); a non-finite loss stops a run
 cleanly.
 
-Kills land where they are meant to through a hook installed by the child process itself
-(:data:`KILLER`, test-only: production code has no hook): before the N-th optimizer step, in the
-middle of the N-th write of a run file (its temporary file cut to half, not yet renamed), or
-right after the N-th rename of a run file. The slow sweep kills at random wall-clock moments.
+Kills land where they are meant to through the hook of :mod:`resume_helpers` (before the N-th
+optimizer step, in the middle of the N-th write of a run file, or right after the N-th rename of
+a run file); the slow sweep kills at random wall-clock moments.
 
 Determinism on CPU: with ``train.threads`` fixed, a resumed run is bitwise identical to an
 uninterrupted one (the engine reseeds init, shuffling, augmentation and torch's RNG from
@@ -31,8 +30,17 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import tiny_raw
-from safetensors.torch import load_file
+from resume_helpers import (
+    KILLED,
+    assert_nothing_half_written,
+    assert_same_metrics,
+    config,
+    kill_at,
+    kill_then_resume,
+    reference,
+    resume,
+    train,
+)
 
 from unhot.cli import main
 from unhot.runs import (
@@ -44,106 +52,6 @@ from unhot.runs import (
     write_npz,
 )
 
-KILLED = -signal.SIGKILL
-# argv[1] = "none" | "step:N" | "signal:N:TERM" | "write:NAME:N" | "after:NAME:N"; the rest goes
-# to unhot.cli.main. "signal" sends the signal to the child's process group before step N.
-KILLER = r"""
-import os, signal, sys
-kind, *rest = sys.argv[1].split(":")
-count = {"n": 0}
-def die():
-    os.kill(os.getpid(), signal.SIGKILL)
-if kind in ("step", "signal"):
-    from unhot.engine import StageRunner
-    step = StageRunner.train_step
-    def train_step(self, *args):
-        count["n"] += 1
-        if count["n"] == int(rest[0]) and kind == "step":
-            die()
-        if count["n"] == int(rest[0]):  # to the whole group, as a terminal or scheduler does
-            os.killpg(os.getpgid(0), getattr(signal, "SIG" + rest[1]))
-        return step(self, *args)
-    StageRunner.train_step = train_step
-elif kind in ("write", "after"):
-    name, nth = rest[0], int(rest[1])
-    replace = os.replace
-    def patched(src, dst, *args, **kwargs):
-        hit = os.path.basename(dst) == name
-        count["n"] += hit
-        if hit and count["n"] == nth and kind == "write":
-            os.truncate(src, os.path.getsize(src) // 2)
-            die()
-        replace(src, dst, *args, **kwargs)
-        if hit and count["n"] == nth:
-            die()
-    os.replace = patched
-from unhot.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
-
-
-def config(tmp_path: Path, method: str, epochs: int = 3, **knobs: Any) -> Path:
-    """A seconds-long run (4 steps per epoch), written to ``tmp_path / <method>.yaml``."""
-    raw = tiny_raw(method, **knobs)
-    raw["data"].update(n_train=128, n_test=64)
-    raw["optim"]["epochs"] = epochs
-    path = tmp_path / f"{method}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
-
-
-def train(cfg: Path, out: Path, kill: str = "none") -> subprocess.CompletedProcess[str]:
-    """``unhot train`` in a child process; ``kill`` chooses where it SIGKILLs itself."""
-    args = ["train", "--config", str(cfg), "--out", str(out)]
-    command = [sys.executable, "-c", KILLER, kill, *args] if kill != "none" else \
-        [sys.executable, "-m", "unhot.cli", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env,
-                          start_new_session=True)
-
-
-def reference(cfg: Path, out: Path) -> dict[str, Any]:
-    """Final metrics of an uninterrupted run (in this process, through the CLI)."""
-    assert main(["train", "--config", str(cfg), "--out", str(out)]) == 0
-    return json.loads((out / "final_metrics.json").read_text())
-
-
-def assert_nothing_half_written(out: Path) -> None:
-    """Every file a resume reads is complete: checkpoints, weights and JSON all load."""
-    for path in out.rglob("*"):
-        if path.is_dir() or path.name.endswith(TEMP_SUFFIX):
-            continue
-        if path.suffix == ".pt":
-            load_checkpoint(path, ("model", "epoch"))
-        elif path.suffix == ".safetensors":
-            load_file(str(path))
-        elif path.suffix == ".json":
-            json.loads(path.read_text())
-        elif path.suffix == ".jsonl":
-            [json.loads(line) for line in path.read_text().splitlines()]
-        elif path.suffix == ".npz":
-            dict(np.load(path))
-
-
-def assert_same_metrics(out: Path, expected: dict[str, Any]) -> None:
-    final = json.loads((out / "final_metrics.json").read_text())
-    assert set(final) == set(expected)
-    for key, value in expected.items():
-        if value is None:  # NaN metrics (e.g. no class without positives) are written as null
-            assert final[key] is None, key
-        else:
-            assert final[key] == pytest.approx(value, abs=1e-6), key
-
-
-def kill_then_resume(cfg: Path, out: Path, kills: list[str]) -> None:
-    """Run with each kill point in turn (each must kill), then resume to the end."""
-    for kill in kills:
-        result = train(cfg, out, kill)
-        assert result.returncode == KILLED, (kill, result.returncode, result.stderr[-2000:])
-        assert_nothing_half_written(out)
-    result = train(cfg, out)
-    assert result.returncode == 0, result.stderr[-2000:]
-
 
 def test_sigmoid_killed_mid_epoch_and_mid_writes_resumes_identically(tmp_path):
     cfg = config(tmp_path, "sigmoid")
@@ -154,30 +62,34 @@ def test_sigmoid_killed_mid_epoch_and_mid_writes_resumes_identically(tmp_path):
     # written) and inside the final weights write.
     kills = ["write:config.yaml:1", "step:6", "write:checkpoint.pt:1",
              "write:model.safetensors:1"]
-    for kill in kills:
-        assert train(cfg, out, kill).returncode == KILLED
-        assert_nothing_half_written(out)
-        if kill.startswith("write"):
-            name = kill.split(":")[1]
+    for at in kills:
+        kill_at(cfg, out, at)
+        if at.startswith("write"):
+            name = at.split(":")[1]
             assert list(out.glob(f"**/.{name}.*{TEMP_SUFFIX}")), "kill missed the write"
     assert load_checkpoint(RunFolder(out).checkpoint_path("train"))["epoch"] == 3
-    assert train(cfg, out).returncode == 0
+    resume(cfg, out)
     assert_same_metrics(out, expected)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3, 3] and rows[-1]["final"]
 
 
-def test_ud_killed_between_teacher_and_student_resumes_identically(tmp_path):
-    cfg = config(tmp_path, "ud", teacher_epochs=2)
+@pytest.mark.parametrize(("method", "knobs", "first", "second"), [
+    ("ud", {"teacher_epochs": 2}, "teacher", "student"),
+    ("refinery", {"epochs": 2, "generations": 2}, "gen1", "gen2"),
+])
+def test_killed_between_stages_resumes_identically(tmp_path, method, knobs, first, second):
+    """UD's teacher, then student; Label Refinery's generation 1, then 2: killed right after the
+    first stage is marked complete, the resumed run starts the second and ends identically."""
+    cfg = config(tmp_path, method, **knobs)
     expected = reference(cfg, tmp_path / "straight")
     out = tmp_path / "killed"
-    # manifest.json is written after each of the teacher's 2 epochs, then when it completes.
-    result = train(cfg, out, "after:manifest.json:3")
-    assert result.returncode == KILLED
+    # manifest.json is written after each of the first stage's 2 epochs, then when it completes.
+    kill_at(cfg, out, "after:manifest.json:3")
     manifest = RunFolder(out).read_manifest()
-    assert manifest["stages"]["teacher"]["complete"] and "student" not in manifest["stages"]
-    assert not RunFolder(out).checkpoint_path("student").exists()
-    assert train(cfg, out).returncode == 0
+    assert manifest["stages"][first]["complete"] and second not in manifest["stages"]
+    assert not RunFolder(out).checkpoint_path(second).exists()
+    resume(cfg, out)
     assert_same_metrics(out, expected)
 
 
@@ -207,31 +119,22 @@ def test_em_apl_killed_at_its_label_store_write_resumes_identically(tmp_path, em
     epoch-1 checkpoint), the resumed run rebuilds the store from the checkpoint alone."""
     cfg, expected, straight = em_apl_straight
     out = tmp_path / "killed"
-    assert train(cfg, out, kill).returncode == KILLED
+    kill_at(cfg, out, kill)
     assert load_checkpoint(RunFolder(out).checkpoint_path("train"))["epoch"] == 1
     temps = list(out.glob(f"**/.label_store.npz.*{TEMP_SUFFIX}"))
     assert bool(temps) == kill.startswith("write"), "kill missed the write"
-    assert_nothing_half_written(out)
-    assert train(cfg, out).returncode == 0
+    resume(cfg, out)
     assert_same_metrics(out, expected)
+    assert_same_label_store(out, straight)
+
+
+def assert_same_label_store(out: Path, straight: Path) -> None:
+    """APL's final pseudo-negatives and targets equal the uninterrupted run's (which has some)."""
     store = Path("stages", "train", "label_store.npz")
     final, reference_store = np.load(out / store), np.load(straight / store)
     assert reference_store["negative"].any()
     for key in ("negative", "target"):
         np.testing.assert_array_equal(final[key], reference_store[key])
-
-
-def test_refinery_killed_between_generations_resumes_identically(tmp_path):
-    cfg = config(tmp_path, "refinery", epochs=2, generations=2)
-    expected = reference(cfg, tmp_path / "straight")
-    out = tmp_path / "killed"
-    # manifest.json is written after each of gen1's 2 epochs, then when gen1 completes.
-    assert train(cfg, out, "after:manifest.json:3").returncode == KILLED
-    manifest = RunFolder(out).read_manifest()
-    assert manifest["stages"]["gen1"]["complete"] and "gen2" not in manifest["stages"]
-    assert not RunFolder(out).checkpoint_path("gen2").exists()
-    assert train(cfg, out).returncode == 0
-    assert_same_metrics(out, expected)
 
 
 def log_rows(out: Path) -> list[dict[str, Any]]:
@@ -249,8 +152,7 @@ def stop_then_resume(cfg: Path, out: Path, at: str, status: int) -> dict[str, An
     assert last.startswith("unhot: stopped by SIG") and "run the same command again" in last
     position = load_checkpoint(RunFolder(out).checkpoint_path("train"))["position"]
     assert_nothing_half_written(out)
-    resumed = train(cfg, out)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    resume(cfg, out)
     return position
 
 
@@ -286,9 +188,7 @@ def test_em_apl_stopped_mid_epoch_resumes_to_the_same_label_store(tmp_path, em_a
     out = tmp_path / "stopped"
     stop_then_resume(cfg, out, "7:TERM", 128 + signal.SIGTERM)
     assert_same_metrics(out, expected)
-    store = Path("stages", "train", "label_store.npz")
-    for key in ("negative", "target"):
-        np.testing.assert_array_equal(np.load(out / store)[key], np.load(straight / store)[key])
+    assert_same_label_store(out, straight)
 
 
 def test_non_finite_loss_stops_naming_epoch_step_term_and_keeps_checkpoint(tmp_path, capsys):
@@ -354,7 +254,7 @@ def test_random_kill_sweep(tmp_path, method):
             child.wait()
             if out.exists():
                 assert_nothing_half_written(out)
-        assert train(cfg, out).returncode == 0
+        resume(cfg, out)
         assert_same_metrics(out, expected)
     for name in ("config.yaml", "checkpoint.pt", "manifest.json", "model.safetensors",
                  "metrics.jsonl"):
@@ -363,5 +263,5 @@ def test_random_kill_sweep(tmp_path, method):
             result = train(cfg, out, f"{kind}:{name}:{rng.randint(1, 3)}")
             assert result.returncode in (KILLED, 0)
             assert_nothing_half_written(out)
-            assert train(cfg, out).returncode == 0
+            resume(cfg, out)
             assert_same_metrics(out, expected)

@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from resume_helpers import assert_same_metrics, interrupt_run
 
 from unhot.config import ConfigError, parse_config
-from unhot.engine import Engine, StageRunner
+from unhot.engine import Engine
 from unhot.losses import assume_negative_bce
 from unhot.methods.base import StepContext
 from unhot.methods.mile import MileConfig, MileTask, mile_phase, pseudo_labels, snapshot
@@ -231,25 +232,15 @@ def test_resume_in_the_middle_of_an_imitation_phase_matches_a_straight_run(tmp_p
 
     monkeypatch.setattr(MileTask, "losses", record_teacher)
     reference = Engine(cfg, tmp_path / "straight").run()
-    save_epoch = StageRunner._save_checkpoint
-
-    def stop_after_second_epoch(self, position=None):
-        save_epoch(self, position)
-        if self.epoch == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(StageRunner, "_save_checkpoint", stop_after_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        Engine(cfg, tmp_path / "resumed").run()
+    # Stopped once the checkpoint of epoch 2 is written.
+    interrupt_run(cfg, tmp_path / "resumed", "_save_checkpoint",
+                  lambda runner, n: runner.epoch == 2, after=True)
     folder = RunFolder(tmp_path / "resumed")
     state = load_checkpoint(folder.checkpoint_path("train"))
     # 16 steps done: step 16 is position 4 of cycle 2, whose teacher was taken at step 15.
     assert state["step"] == 16 and mile_phase(16, 3, 3) == (2, 4, True)
     assert state["task"]["teacher_cycle"] == 2 and "teacher" in state["task"]
-    monkeypatch.setattr(StageRunner, "_save_checkpoint", save_epoch)
-    resumed = Engine(cfg, tmp_path / "resumed").run()
-    for key, value in reference.items():
-        assert resumed[key] == pytest.approx(value, abs=1e-6), key
+    assert_same_metrics(Engine(cfg, tmp_path / "resumed").run(), reference)
     straight, after_resume = teachers_at_16
     for key, value in straight.items():
         assert torch.equal(after_resume[key], value), key

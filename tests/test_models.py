@@ -38,8 +38,10 @@ SHAPE_CASES = [
     ("resnet34", 3, 24, 24, 3),
     ("resnet50", 1, 64, 64, 2),
     ("resnet50", 3, 16, 16, 2),
+    ("resnet101", 3, 16, 16, 2),
 ]
-FEATURE_MULTIPLIER = {"small_cnn": 8, "resnet18": 8, "resnet34": 8, "resnet50": 32}
+FEATURE_MULTIPLIER = {"small_cnn": 8, "resnet18": 8, "resnet34": 8, "resnet50": 32,
+                      "resnet101": 32}
 
 
 FEATURE_BACKBONES = ("linear", "mlp")
@@ -47,7 +49,8 @@ IMAGE_BACKBONES = sorted(set(BACKBONES) - set(FEATURE_BACKBONES))
 
 
 def test_registry_names() -> None:
-    assert set(BACKBONES) == {"small_cnn", "resnet18", "resnet34", "resnet50", "linear", "mlp"}
+    assert set(BACKBONES) == {"small_cnn", "resnet18", "resnet34", "resnet50", "resnet101",
+                              "linear", "mlp"}
 
 
 @pytest.mark.parametrize("backbone", FEATURE_BACKBONES)
@@ -78,7 +81,8 @@ def test_output_shapes(backbone: str, channels: int, size: int, input_size: int 
 
 
 @pytest.mark.parametrize(("backbone", "params"), [
-    ("resnet18", 11_689_512), ("resnet34", 21_797_672), ("resnet50", 25_557_032)])
+    ("resnet18", 11_689_512), ("resnet34", 21_797_672), ("resnet50", 25_557_032),
+    ("resnet101", 44_549_160)])
 def test_resnet_standard_layout_parameter_count(backbone: str, params: int) -> None:
     # torchvision's counts for the ImageNet models (3 channels, 1000 classes, width 64)
     model = build_model(backbone, 3, 1000)

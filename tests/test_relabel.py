@@ -53,7 +53,8 @@ def test_relabel_round_trip_through_the_csv_reader(tmp_path, capsys, monkeypatch
     # The run's classes (train.csv and test.csv: bird only in test), not train.csv's alone.
     assert (root / "refined.classes.txt").read_text() == "bird\ncar\ncat\ndog\n"
     summary = (root / "refined.summary.csv").read_text().splitlines()
-    assert summary[0] == "class,added,doubted" and len(summary) == 1 + 4
+    assert summary[0] == ("class,added,doubted,issue_doubted,issue_added,threshold,"
+                          "absent_threshold") and len(summary) == 1 + 4
     assert (root / "refined.details.csv").read_text().startswith("id,part,given,predicted")
     assert printed_block(printed) == {
         "name": "csv", "root": str(root), "train": "refined.csv", "test": "test.csv",
@@ -370,3 +371,150 @@ def test_relabel_a_dataset_without_image_files_says_it_cannot_be_read_back(tmp_p
     assert "rows: 8 of split 'train'\n" in printed and "data block" not in printed
     assert "note: the ids of this dataset are row numbers, not image files" in printed
     assert len(refined_sets(tmp_path / "r.csv")) == 8
+
+
+# -- wrong-label flags, probabilities for cleanlab, the in-sample warning (issue 21) -----------
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory):
+    """Single-label data, 3 colours x 4 images, two labelled wrongly and one unlabelled."""
+    root = tmp_path_factory.mktemp("single")
+    rows = []
+    for colour, rgb in COLOURS.items():
+        for i in range(4):
+            write_image(root / "img" / f"{colour}{i}.png", rgb)
+            rows.append(f"img/{colour}{i}.png,{colour}")
+    rows[0], rows[5] = "img/red0.png,blue", "img/green1.png,"  # a wrong label, none
+    write_text(root / "train.csv", "path,labels\n" + "\n".join(rows) + "\n")
+    raw = {"name": "single", "seed": 0, "method": {"name": "bce"}, **TINY,
+           "data": {"name": "csv", "root": str(root), "image_size": 8, "test": "train.csv"}}
+    raw["optim"] = {"epochs": 3, "batch_size": 4}
+    config = root / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["train", "--config", str(config), "--out", str(root / "run")]) == 0
+    return root
+
+
+def _relabel(run: Path, out: Path, *extra: str) -> None:
+    assert main(["relabel", "--run", str(run), "--out", str(out), *extra]) == 0
+
+
+def test_flags_and_probabilities_of_single_label_data(single_run, tmp_path, capsys,
+                                                      monkeypatch):
+    from unhot import label_issues as li
+
+    monkeypatch.setattr("unhot.relabel.CHUNK", 5)  # 12 rows: three chunks in both passes
+    out = tmp_path / "r.csv"
+    _relabel(single_run / "run", out, "--threshold", "0.4")
+    names = (tmp_path / "r.classes.txt").read_text().split()
+    probs, labels = np.load(tmp_path / "r.probs.npy"), np.load(tmp_path / "r.labels.npy")
+    assert probs.dtype == np.float32 and probs.shape == (12, 3) and labels.dtype == np.int64
+    assert not (tmp_path / "r.given.npy").exists()  # single-label data
+    details = read_rows(tmp_path / "r.details.csv")
+    assert [names[i] if i >= 0 else "" for i in labels] == [r["given"] for r in details]
+    for row, record in zip(probs, details, strict=True):  # row order and class order
+        for item in record["predicted"].split():
+            name, p = item.split(":")
+            assert abs(row[names.index(name)] - float(p)) < 1e-4
+    found = li.single_label_issues(labels, probs, 0.4)
+    assert [r["issue"] == "True" for r in details] == found.issue.tolist()
+    assert [r["not_predicted"] == "True" for r in details] == found.not_predicted.tolist()
+    quality = [float(r["quality"]) if r["quality"] else np.nan for r in details]
+    assert np.allclose(quality, found.quality, rtol=1e-5, equal_nan=True)
+    assert details[5]["quality"] == "" and details[5]["issue"] == "False"
+    for record, flagged in zip(details, found.issue, strict=True):
+        assert (record["issue_doubted"] == record["given"]) if flagged else not (
+            record["issue_doubted"] or record["issue_added"])
+    ranked = read_rows(tmp_path / "r.issues.csv")
+    assert [int(r["row"]) for r in ranked] == found.flagged.tolist()
+    assert [int(r["rank"]) for r in ranked] == list(range(1, len(ranked) + 1))
+    summary = read_rows(tmp_path / "r.summary.csv")
+    assert np.allclose([float(r["threshold"]) for r in summary], found.thresholds, rtol=1e-5)
+    assert {r["absent_threshold"] for r in summary} == {""}
+    printed = capsys.readouterr().out
+    assert f"label issues: {found.issue.sum()} rows flagged by confident learning" in printed
+    assert f"probabilities: {tmp_path / 'r.probs.npy'}" in printed
+    monkeypatch.setattr("unhot.relabel.CHUNK", 2048)  # one chunk: the same files
+    _relabel(single_run / "run", tmp_path / "one.csv", "--threshold", "0.4")
+    for suffix in (".details.csv", ".issues.csv", ".summary.csv", ".probs.npy"):
+        assert (tmp_path / f"one{suffix}").read_bytes() == (tmp_path / f"r{suffix}").read_bytes()
+
+
+def test_the_documented_cleanlab_call_agrees_with_the_issue_column(single_run, tmp_path):
+    pytest.importorskip("cleanlab", minversion="2.9")
+    from cleanlab.filter import find_label_issues
+
+    _relabel(single_run / "run", tmp_path / "r.json")
+    # docs/label_issues.md, as written there:
+    pred_probs = np.load(tmp_path / "r.probs.npy")
+    labels = np.load(tmp_path / "r.labels.npy")
+    keep = labels >= 0  # rows with exactly one given label
+    issues = np.zeros(len(labels), dtype=bool)
+    issues[keep] = find_label_issues(labels[keep], pred_probs[keep], n_jobs=1)
+    records = json.loads((tmp_path / "r.json").read_text())
+    assert [r["issue"] for r in records] == issues.tolist()
+    assert records[5]["quality"] is None and isinstance(records[0]["quality"], float)
+
+
+def test_multi_label_flags_and_given_matrix(pipe_run, tmp_path, capsys):
+    from unhot import label_issues as li
+
+    root = pipe_run[0]
+    _relabel(root / "run", tmp_path / "m.csv", "--split", "test")
+    names = (tmp_path / "m.classes.txt").read_text().splitlines()
+    probs, given = np.load(tmp_path / "m.probs.npy"), np.load(tmp_path / "m.given.npy")
+    assert names == ["cat", "hot dog", "red car"] and given.dtype == np.bool_
+    assert given.tolist() == [[True, False, True], [False, True, False]]
+    assert np.load(tmp_path / "m.labels.npy").tolist() == [-1, 1]  # several, then one
+    flags = li.find_multilabel_issues(given, probs)
+    details = read_rows(tmp_path / "m.details.csv")
+    for record, row, g in zip(details, flags, given, strict=True):
+        assert set(filter(None, record["issue_doubted"].split("|"))) == {
+            n for n, f, x in zip(names, row, g, strict=True) if f and x}
+        assert set(filter(None, record["issue_added"].split("|"))) == {
+            n for n, f, x in zip(names, row, g, strict=True) if f and not x}
+        assert record["issue"] == str(bool(row.any()))
+    assert np.allclose([float(r["quality"]) for r in details],
+                       li.multilabel_quality(given, probs), rtol=1e-5)
+    assert f"given labels: {tmp_path / 'm.labels.npy'}, {tmp_path / 'm.given.npy'}" in (
+        capsys.readouterr().out)
+
+
+def test_in_sample_warning_names_the_fit(carved_run, single_run, tmp_path, capsys):
+    base = carved_run[0]
+    _relabel(base / "run", tmp_path / "a.csv")
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1  # one line (stderr also shows the progress bar)
+    err = warnings[0]
+    assert err.startswith("unhot: warning: relabelling the run's own training split: the model "
+                          "trained on 2 of these 3 images (the 1 rows in part = val")
+    assert "memorisation" in err and "given labels in its predicted set" in err
+    assert "final training loss/bce " in err and "at epoch 1 of stage 'train'" in err
+    _relabel(single_run / "run", tmp_path / "s.csv")
+    assert "% of their given labels as its top-1" in capsys.readouterr().err
+    _relabel(base / "run", tmp_path / "b.csv", "--split", "val")  # held out: no warning
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump({"data": carved_run[1]["data"]}))
+    _relabel(base / "run", tmp_path / "c.csv", "--data", str(mine))  # the user's data
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_failure_while_scoring_leaves_no_file(single_run, tmp_path, capsys, monkeypatch):
+    from unhot import relabel
+
+    monkeypatch.setattr(relabel, "CHUNK", 5)
+    real, calls = relabel.predict, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise DataError("cannot read image 'img/x.png'")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(relabel, "predict", failing)
+    out = tmp_path / "out"
+    assert main(["relabel", "--run", str(single_run / "run"), "--out", str(out / "r.csv")]) == 2
+    assert "cannot read image" in capsys.readouterr().err
+    assert not list(out.iterdir())  # no partial .npy, no temporary file

@@ -46,7 +46,7 @@ def test_report_files_exist_and_html_is_offline(two_runs, tmp_path, capsys):
 def test_report_of_an_unfinished_folder_is_a_one_line_error(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "not a finished unhot run" in err and len(err.splitlines()) == 1
+    assert "is not an unhot run folder (no config.yaml)" in err and len(err.splitlines()) == 1
 
 
 def write_cole_layout(root, n_train=40, n_val=20, dim=6, classes=3):

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import test_kill_resume as kill_resume
+import resume_helpers
 import torch
 from conftest import tiny_raw
 from test_bad_input import (
@@ -82,10 +82,10 @@ def test_a_corrupt_checkpoint_is_set_aside_and_the_run_resumes_from_the_previous
                                                                                capsys):
     """A flipped low bit in the latest checkpoint (it used to resume silently): the resume says
     so on one line, continues from the epoch before and ends as an uninterrupted run."""
-    cfg = kill_resume.config(tmp_path, "sigmoid")  # 3 epochs of 4 steps
-    expected = kill_resume.reference(cfg, tmp_path / "straight")
+    cfg = resume_helpers.config(tmp_path, "sigmoid")  # 3 epochs of 4 steps
+    expected = resume_helpers.reference(cfg, tmp_path / "straight")
     out = tmp_path / "run"
-    assert kill_resume.train(cfg, out, "step:10").returncode == kill_resume.KILLED
+    resume_helpers.kill_at(cfg, out, "step:10")
     folder = RunFolder(out)
     assert load_checkpoint(folder.checkpoint_path("train"))["epoch"] == 2
     flip_byte(folder.checkpoint_path("train"))
@@ -94,7 +94,7 @@ def test_a_corrupt_checkpoint_is_set_aside_and_the_run_resumes_from_the_previous
     err = capsys.readouterr().err
     assert "checkpoint.pt is corrupt" in err and "resuming from checkpoint.prev.pt (epoch 1)" in err
     assert (folder.stage_dir("train") / "checkpoint.corrupt.pt").exists()
-    kill_resume.assert_same_metrics(out, expected)
+    resume_helpers.assert_same_metrics(out, expected)
 
 
 def test_both_checkpoints_corrupt_is_one_line_naming_the_file(tmp_path, capsys):
@@ -102,7 +102,7 @@ def test_both_checkpoints_corrupt_is_one_line_naming_the_file(tmp_path, capsys):
     folder = RunFolder(out)
     for path in (folder.checkpoint_path("train"), folder.previous_checkpoint_path("train")):
         flip_byte(path)
-    folder.write_manifest({"stages": {}, "complete": False})
+    resume_helpers.as_if_killed(out)
     argv = train_argv(tmp_path / "run.yaml", out, "optim.epochs=2", "data.n_train=64")
     assert_user_error(argv, capsys, "checkpoint.pt is corrupt", "no sound earlier checkpoint",
                       "to retrain stage 'train'")

@@ -12,6 +12,7 @@ import torch
 import yaml
 from conftest import tiny_raw
 from readers_fixtures import coco_dataset, coco_document, write_image, write_text
+from resume_helpers import as_if_killed
 from safetensors.torch import save_file
 
 from unhot.cli import main
@@ -66,7 +67,7 @@ def test_resume_refuses_a_pickled_checkpoint_in_the_run_folder(tmp_path, capsys)
     args = ["train", "--config", str(config), "--out", str(out), "--set", "optim.epochs=1"]
     assert main(args) == 0
     folder = RunFolder(out)
-    folder.write_manifest({"stages": {}, "complete": False})
+    as_if_killed(out)
     marker = tmp_path / "pwned"
     torch.save({"model": Payload(marker)}, folder.checkpoint_path("train"))
     capsys.readouterr()

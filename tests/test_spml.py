@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from resume_helpers import assert_same_metrics, interrupt_run
 
 from unhot.config import ConfigError, parse_config
 from unhot.engine import Engine, StageRunner
@@ -132,28 +133,15 @@ def test_unknown_loss_is_a_config_error():
                       "data": {"name": "digit_grid"}})
 
 
-def test_em_apl_run_resumes_with_its_label_store(tmp_path, tiny, monkeypatch):
+def test_em_apl_run_resumes_with_its_label_store(tmp_path, tiny):
     raw = tiny("spml", loss="em_apl", warmup=1)
     raw["data"]["label_regime"] = "single_positive"
     cfg = parse_config(raw)
     straight = Engine(cfg, tmp_path / "a").run()
     store = np.load(tmp_path / "a" / "stages" / "train" / "label_store.npz")
     assert store["negative"].sum() > 0
-    original = StageRunner.train_epoch
-    calls = {"n": 0}
-
-    def crash_in_third_epoch(self):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(StageRunner, "train_epoch", crash_in_third_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        Engine(cfg, tmp_path / "b").run()
-    monkeypatch.setattr(StageRunner, "train_epoch", original)
-    resumed = Engine(cfg, tmp_path / "b").run()
-    assert resumed == pytest.approx(straight, abs=1e-6)
+    interrupt_run(cfg, tmp_path / "b", "train_epoch", lambda runner, n: n == 3)
+    assert_same_metrics(Engine(cfg, tmp_path / "b").run(), straight)
     again = np.load(RunFolder(tmp_path / "b").stage_dir("train") / "label_store.npz")
     np.testing.assert_array_equal(again["negative"], store["negative"])
 
@@ -177,25 +165,13 @@ def test_role_loss_by_hand_and_its_stop_gradients():
     assert z.grad is not None and e.grad is not None
 
 
-def test_role_run_learns_estimates_and_resumes_them(tmp_path, tiny, monkeypatch):
+def test_role_run_learns_estimates_and_resumes_them(tmp_path, tiny):
     raw = tiny("spml", loss="role", k=2.0)
     raw["data"]["label_regime"] = "single_positive"
     cfg = parse_config(raw)
     straight = Engine(cfg, tmp_path / "a").run()
-    original = StageRunner.train_epoch
-    calls = {"n": 0}
-
-    def crash_in_third_epoch(self):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(StageRunner, "train_epoch", crash_in_third_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        Engine(cfg, tmp_path / "b").run()
-    monkeypatch.setattr(StageRunner, "train_epoch", original)
-    assert Engine(cfg, tmp_path / "b").run() == pytest.approx(straight, abs=1e-6)
+    interrupt_run(cfg, tmp_path / "b", "train_epoch", lambda runner, n: n == 3)
+    assert_same_metrics(Engine(cfg, tmp_path / "b").run(), straight)
     # The estimates learn at role_lr_mult (10) times the model's scheduled learning rate.
     state = torch.load(RunFolder(tmp_path / "b").checkpoint_path("train"), weights_only=True)
     (model_group,) = state["optimizer"]["param_groups"]
@@ -282,7 +258,7 @@ def test_role_without_estimates_is_an_error_not_em():
         SpmlTask(SpmlConfig(loss="role")).losses(ctx)
 
 
-def test_early_stop_after_patience_epochs_without_gain_and_resume(tmp_path, tiny, monkeypatch):
+def test_early_stop_after_patience_epochs_without_gain_and_resume(tmp_path, tiny):
     """patience 1 (Zhou et al.'s code) stops at the first epoch whose validation mAP does not
     improve, tests the best epoch, and a run killed after that decision stops the same way."""
     raw = tiny("spml", loss="an", select="mAP", patience=1)
@@ -297,12 +273,7 @@ def test_early_stop_after_patience_epochs_without_gain_and_resume(tmp_path, tiny
     assert len(values) < 12, "the run should have stopped early"
     assert values[-1] <= max(values[:-1])  # the last epoch brought no gain ...
     assert all(b > a for a, b in itertools.pairwise(values[:-1]))  # ... the others did
-    original = StageRunner._finish
-    monkeypatch.setattr(StageRunner, "_finish", lambda self: (_ for _ in ()).throw(
-        KeyboardInterrupt()))
-    with pytest.raises(KeyboardInterrupt):
-        Engine(cfg, tmp_path / "b").run()
-    monkeypatch.setattr(StageRunner, "_finish", original)
-    assert Engine(cfg, tmp_path / "b").run() == pytest.approx(final, abs=1e-6)
+    interrupt_run(cfg, tmp_path / "b", "_finish", lambda runner, n: True)
+    assert_same_metrics(Engine(cfg, tmp_path / "b").run(), final)
     with pytest.raises(ConfigError, match="patience"):
         SpmlConfig(patience=1)  # needs select

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 from readers_fixtures import coco_dataset, coco_document
+from resume_helpers import as_if_killed
 
 from unhot.cli import main
 from unhot.config import ConfigError, ModelConfig, parse_config
@@ -223,10 +224,7 @@ def test_coco_teacher_and_student_keep_the_class_list_and_refuse_another(tmp_pat
         assert tuple(saved["class_names"]) == classes
     # Resuming (as after a kill in the teacher stage) on data whose categories were renamed is
     # refused by the epoch checkpoint.
-    manifest = json.loads((out / "manifest.json").read_text())
-    manifest["complete"] = False
-    manifest["stages"] = {"teacher": {"complete": False, "epochs_done": 1}}
-    (out / "manifest.json").write_text(json.dumps(manifest))
+    as_if_killed(out, teacher={"complete": False, "epochs_done": 1})
     renamed = coco_document(categories=[{"id": 18, "name": "wolf"}, {"id": 1, "name": "person"},
                                         {"id": 3, "name": "car"}])
     (root / "annotations" / "instances_train2017.json").write_text(json.dumps(renamed))

@@ -25,6 +25,7 @@ from unhot.stopping import Stopped
 if TYPE_CHECKING:
     import numpy as np
 
+STAGE_HELP = "a complete stage to read (default: the method's final stage)"
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 DEMO_METHODS = ("softmax", "sigmoid", "mile")
 
@@ -112,12 +113,18 @@ def relabel_command(args: argparse.Namespace) -> int:
         if not 0 <= value <= 1:
             raise ConfigError(f"{flag} must be a probability in [0, 1], got {value}")
     result = relabel_run(Path(args.run), Path(args.out), args.data, args.split, args.threshold,
-                         args.doubt_threshold, overrides=args.set)
+                         args.doubt_threshold, overrides=args.set, stage_name=args.stage)
     if not result.files:  # not the main process of a multi-process launch
         return 0
+    if result.warning:
+        print(f"unhot: warning: {result.warning}", file=sys.stderr)
     print(summary_text(result))
-    print(f"refined labels: {result.files['refined']}\ndetails: {result.files['details']}\n"
-          f"summary: {result.files['summary']}\nclasses: {result.files['classes']}")
+    files = result.files
+    print(f"refined labels: {files['refined']}\ndetails: {files['details']}\n"
+          f"summary: {files['summary']}\nclasses: {files['classes']}\n"
+          f"issues (ranked): {files['issues']}\nprobabilities: {files['probs']}\n"
+          f"given labels: {files['labels']}" + (f", {files['given']}" if "given" in files
+                                                else ""))
     if result.data_block is None:
         print(f"note: {result.block_note}")
         return 0
@@ -179,7 +186,7 @@ def features_command(args: argparse.Namespace) -> int:
     """Extract pooled features of a run's model into Cole et al.'s .npy layout."""
     from unhot.features import extract_features
 
-    shapes = extract_features(Path(args.run), Path(args.out), args.data, args.tag)
+    shapes = extract_features(Path(args.run), Path(args.out), args.data, args.tag, args.stage)
     for name, shape in shapes.items():
         print(f"{name}: features {shape}")
     print(f"features: {args.out} (data: {{name: cole_features, root: {args.out}, "
@@ -218,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="YAML file with a data block to evaluate on instead")
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a data key, e.g. --set data.seed=3")
-    ev.add_argument("--stage", help="stage to evaluate (default: the last)")
+    ev.add_argument("--stage", help=STAGE_HELP)
     ev.set_defaults(func=eval_command)
 
     met = sub.add_parser("metrics", help="score saved predictions (.npy arrays)")
@@ -246,11 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a given label with p below this is doubted")
     rel.add_argument("--out", required=True, help="OUT.csv or OUT.json; always writes OUT.csv "
                      "(path,labels: the refined sets, readable by the csv data reader), "
-                     "OUT.summary.csv (per class: added, doubted) and the per-image details as "
-                     "OUT.details.csv (for .csv) or OUT.json (for .json)")
+                     "OUT.summary.csv (per class: added, doubted, label-issue counts and "
+                     "thresholds), the per-image details with wrong-label flags as "
+                     "OUT.details.csv (for .csv) or OUT.json (for .json), OUT.issues.csv (the "
+                     "flagged rows, lowest label quality first), OUT.probs.npy (N x C "
+                     "probabilities) and OUT.labels.npy (+ OUT.given.npy for multi-label data) "
+                     "for cleanlab")
     rel.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a key of the run's config, e.g. --set "
                      "train.mixed_precision=no or --set train.eval_batch_size=64")
+    rel.add_argument("--stage", help=STAGE_HELP)
     rel.set_defaults(func=relabel_command)
 
     feat = sub.add_parser("features", help="a run's pooled features in Cole et al.'s layout")
@@ -258,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     feat.add_argument("--data", help="YAML file with a data block (default: the run's data)")
     feat.add_argument("--tag", default="unhot", help="file names {split}_features_TAG.npy")
     feat.add_argument("--out", required=True, help="output folder")
+    feat.add_argument("--stage", help=STAGE_HELP)
     feat.set_defaults(func=features_command)
 
     rep = sub.add_parser("report", help="HTML + Markdown report of finished runs")

@@ -34,10 +34,29 @@ from unhot.errors import ConfigError
 
 @dataclass
 class ModelConfig:
-    """The network: a backbone from :data:`unhot.models.BACKBONES` and a linear head."""
+    """The network: a backbone from :data:`unhot.models.BACKBONES` and a linear head.
+
+    ``pretrained``: a weights file to start from (torchvision or timm ResNet state dict as
+    ``.pth``/``.safetensors``, or an unhot ``model.safetensors``; see docs/pretrained.md); its
+    backbone is loaded, its head only if it is an unhot file of the same classes.
+    ``input_mean``/``input_std``: per-channel normalisation of the inputs (in [0, 1] units);
+    default: ImageNet's for torchvision/timm files, the file's own for unhot files, none
+    otherwise. ``freeze_backbone``: train the heads only (backbone weights and BatchNorm
+    statistics fixed: a linear probe on images).
+    """
 
     backbone: str = "small_cnn"
     width: int = 0
+    pretrained: str | None = None
+    input_mean: tuple[float, ...] | None = None
+    input_std: tuple[float, ...] | None = None
+    freeze_backbone: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.input_mean is None) != (self.input_std is None):
+            raise ConfigError("model.input_mean and model.input_std go together; set both")
+        if self.input_std is not None and not all(v > 0 for v in self.input_std):
+            raise ConfigError(f"model.input_std must be positive, got {list(self.input_std)}")
 
 
 def choice(default: str, choices: tuple[str, ...]) -> Any:
@@ -68,6 +87,8 @@ class OptimConfig:
     epochs: int = 10
     batch_size: int = 128
     grad_clip: float = 0.0
+    head_lr_mult: float = 1.0
+    """Learning-rate multiplier of the heads (Cole et al.'s fine-tuning: 10)."""
 
     def __post_init__(self) -> None:
         _require("optim.lr", self.lr, math.isfinite(self.lr) and self.lr > 0,
@@ -77,6 +98,8 @@ class OptimConfig:
         _require("optim.warmup_epochs", self.warmup_epochs, self.warmup_epochs >= 0, ">= 0")
         _require("optim.weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0")
         _require("optim.grad_clip", self.grad_clip, self.grad_clip >= 0, ">= 0")
+        _require("optim.head_lr_mult", self.head_lr_mult,
+                 math.isfinite(self.head_lr_mult) and self.head_lr_mult > 0, "a finite number > 0")
 
 
 @dataclass

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,14 @@ from unhot.augment import augment, to_float
 from unhot.config import OptimConfig, RunConfig, to_dict
 from unhot.data import build_data
 from unhot.data.base import LABEL_FIELDS, DataBundle, Split, collate_batch
+from unhot.data.views import training_views
 from unhot.errors import TrainingError
-from unhot.methods import METHODS
+from unhot.finished import method_stages
 from unhot.methods.base import Stage, StepContext
 from unhot.metrics import compute_metrics, metric_names
-from unhot.models import Classifier
+from unhot.models import Classifier, head_parameters
 from unhot.plots import reliability_diagram
+from unhot.pretrained import load_pretrained, pretrained_norm, read_pretrained
 from unhot.runs import (
     IntegrityError,
     RunError,
@@ -161,8 +163,23 @@ def learning_rate(step: int, steps_per_epoch: int, epochs: int, cfg: OptimConfig
     raise RunError(f"unknown optim.schedule '{cfg.schedule}'; valid: cosine, step, constant")
 
 
-def build_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov), Adam or AdamW with weight decay, from ``optim``."""
+def parameter_groups(model: Classifier, head_lr_mult: float = 1.0) -> list[dict[str, Any]]:
+    """The trainable parameters as optimizer groups, each with an ``lr_mult`` on the scheduled
+    learning rate: one group, or with ``head_lr_mult`` != 1 the backbone's and the heads' (Cole
+    et al. fine-tune the classifier at 10x the backbone's rate)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if head_lr_mult == 1:
+        return [{"params": trainable, "lr_mult": 1.0}]
+    heads = {id(p) for p in head_parameters(model)}
+    groups = [{"params": [p for p in trainable if id(p) not in heads], "lr_mult": 1.0},
+              {"params": [p for p in trainable if id(p) in heads], "lr_mult": head_lr_mult}]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(params: list[nn.Parameter] | list[dict[str, Any]], cfg: OptimConfig
+                    ) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov), Adam or AdamW with weight decay, from ``optim``, over
+    ``params`` (tensors or :func:`parameter_groups`)."""
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay)
@@ -193,6 +210,28 @@ def make_accelerator(cfg: RunConfig) -> Accelerator:
 
 
 @dataclass
+class EpochProgress:
+    """A training epoch's running totals (kept in a mid-epoch checkpoint): loss terms per step,
+    images and batches done, and when it started (``time.perf_counter``)."""
+
+    terms: dict[str, list[Tensor]] = field(default_factory=dict)
+    images: int = 0
+    batches: int = 0
+    start: float = field(default_factory=time.perf_counter)
+
+    def add(self, losses: dict[str, Tensor], images: int) -> None:
+        for key, value in losses.items():
+            self.terms.setdefault(key, []).append(value.detach())
+        self.images += images
+        self.batches += 1
+
+    def result(self) -> EpochResult:
+        # A term present in some steps only (MILe's phases) is averaged over those steps.
+        means = {k: float(torch.stack(v).sum()) / len(v) for k, v in self.terms.items()}
+        return EpochResult(means, time.perf_counter() - self.start, self.images)
+
+
+@dataclass
 class EpochResult:
     """Mean of each loss term over an epoch and the time it took."""
 
@@ -213,7 +252,7 @@ class Engine:
             self.folder.probe()  # before reading the data, which can take long
         self.data = data if data is not None else build_data(cfg.data)
         self.stop = StopFlag()
-        self.stages: list[Stage] = METHODS[_method_name(cfg)][1](cfg.method, cfg)
+        self.stages: list[Stage] = method_stages(cfg)
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise RunError(f"stage names must be unique, got {names}")
@@ -226,9 +265,12 @@ class Engine:
         """The architecture a stage trains (its own model config or the run's)."""
         model_cfg = stage.model or self.cfg.model
         shape = self.data.image_shape
+        norm = pretrained_norm(model_cfg.pretrained) if model_cfg.pretrained else None
+        if model_cfg.input_mean is not None:
+            norm = (model_cfg.input_mean, model_cfg.input_std or ())
         return Architecture(model_cfg.backbone, model_cfg.width, shape[0],
                             tuple(self.data.class_names), stage.calibration_head, shape[1],
-                            stage.cam_boost)
+                            stage.cam_boost, *(norm or (None, None)))
 
     def run(self) -> dict[str, float]:
         """Train every stage not yet complete; return the last stage's test metrics.
@@ -330,12 +372,6 @@ class Engine:
         return requested
 
 
-def _method_name(cfg: RunConfig) -> str:
-    from unhot.config import block_name
-
-    return block_name(cfg.method, METHODS)
-
-
 def _processes(count: object) -> str:
     return f"{count} process" if count == 1 else f"{count} processes"
 
@@ -354,6 +390,7 @@ class StageRunner:
         self.data = engine.data
         self.task = stage.task
         self.epochs = stage.epochs if stage.epochs is not None else self.cfg.optim.epochs
+        self.model_cfg = stage.model or self.cfg.model
         self.arch = engine.architecture(stage)
         self.model = self._initial_model()
         self.memory_format = torch.channels_last if self.acc.device.type == "cuda" else \
@@ -364,7 +401,8 @@ class StageRunner:
             raise RunError(f"stage '{stage.name}': a task with its own per-sample state "
                            f"(ROLE, LL-Cp) runs in one process only")
         self.task.setup(self.data.train)
-        self.optimizer = build_optimizer(list(self.model.parameters()), self.cfg.optim)
+        self.optimizer = build_optimizer(parameter_groups(self.model, self.cfg.optim.head_lr_mult),
+                                         self.cfg.optim)
         self.sampler = EpochShuffleSampler(len(self.data.train),
                                            derive_seed(self.cfg.seed, index, "shuffle"))
         loader = training_batches(self.data.train, self.sampler, self.cfg, self.acc,
@@ -395,7 +433,11 @@ class StageRunner:
         torch.manual_seed(derive_seed(self.cfg.seed, self.index, "init"))
         init = self.stage.init
         if init == "fresh":
-            return self.arch.build(self.task.head_bias(self.arch.num_classes))
+            model = self.arch.build(self.task.head_bias(self.arch.num_classes))
+            self._load_pretrained(model)
+            if self.model_cfg.freeze_backbone:
+                model.backbone.requires_grad_(False)
+            return model
         path = self._stage_weights(self.engine.stages[self.index - 1].name) \
             if init == "continue" else Path(init)
         model, arch = load_weights(path, self.arch)
@@ -403,6 +445,16 @@ class StageRunner:
             raise RunError(f"stage '{self.stage.name}' continues from {path}, a {arch.backbone}"
                            f" (width {arch.width}), but is configured as {self.arch.backbone}")
         return model
+
+    def _load_pretrained(self, model: Classifier) -> None:
+        """Start from ``model.pretrained`` (:mod:`unhot.pretrained`), saying what stayed fresh."""
+        if self.model_cfg.pretrained is None:
+            return
+        weights = read_pretrained(self.model_cfg.pretrained)
+        fresh = load_pretrained(model, weights, self.arch.class_names)
+        if self.engine.is_main and self.cfg.train.progress:
+            print(f"stage '{self.stage.name}': {weights.layout} weights from {weights.path}; "
+                  f"initialised afresh: {', '.join(fresh) or 'nothing'}", file=sys.stderr)
 
     def _stage_weights(self, name: str) -> Path:
         path = self.engine.folder.weights_path(name)
@@ -511,7 +563,8 @@ class StageRunner:
         return self._finish()
 
     def train_epoch(self) -> EpochResult:
-        """One pass over the training split; returns mean loss terms."""
+        """One pass over the training split (the rest of it after a stop); returns mean loss
+        terms."""
         seed = derive_seed(self.cfg.seed, self.index, self.epoch)
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
@@ -520,49 +573,49 @@ class StageRunner:
         set_epoch = getattr(self.loader, "set_epoch", self.sampler.set_epoch)
         set_epoch(self.epoch)
         self.model.train()
-        terms: dict[str, list[Tensor]] = {}
-        images_seen, batches, seconds = 0, 0, 0.0
-        if self.position is not None:
-            terms, images_seen, batches, seconds = self._restore_position(generator)
-        start = time.perf_counter() - seconds
+        if self.model_cfg.freeze_backbone:  # fixed BatchNorm statistics too
+            self.acc.unwrap_model(self.model).backbone.eval()
+        progress = EpochProgress() if self.position is None else \
+            self._restore_position(generator)
         bar = tqdm(self.loader, desc=f"{self.stage.name} {self.epoch + 1}/{self.epochs}",
                    leave=False, disable=not (self.cfg.train.progress and self.engine.is_main))
-        for batch in bar:
-            losses = self.train_step(batch, generator)
-            for key, value in losses.items():
-                terms.setdefault(key, []).append(value.detach())
-            images_seen += int(batch["image"].shape[0])
-            batches += 1
-            if self.initial_loss is None:
-                self.initial_loss = float(sum(v.detach() for v in losses.values()))
-            if self.step % 25 == 0 and bar.disable is False:
-                bar.set_postfix(loss=f"{sum(losses.values()).item():.4f}")
-            if self.engine.stop_requested():
-                bar.close()
-                self._save_checkpoint(self._position(terms, images_seen, batches,
-                                                     time.perf_counter() - start, generator))
-                raise Stopped(self.engine.stop.signum or signal.SIGTERM,
-                              f"at stage '{self.stage.name}', epoch {self.epoch + 1}, step "
-                              f"{batches} of {self.steps_per_epoch}",
-                              self.engine.folder.checkpoint_path(self.stage.name))
-        # A term present in some steps only (MILe's phases) is averaged over those steps.
-        means = {k: float(torch.stack(v).sum()) / len(v) for k, v in terms.items()}
-        return EpochResult(means, time.perf_counter() - start, images_seen)
+        aug = self.cfg.augment
+        with training_views(self.data.train.images, derive_seed(self.cfg.seed, self.index,
+                                                                "views"),
+                            self.epoch, aug.crop_scale, aug.crop_ratio, aug.flip) as per_sample:
+            for batch in bar:
+                losses = self.train_step(batch, generator, per_sample)
+                progress.add(losses, int(batch["image"].shape[0]))
+                if self.initial_loss is None:
+                    self.initial_loss = float(sum(v.detach() for v in losses.values()))
+                if self.step % 25 == 0 and bar.disable is False:
+                    bar.set_postfix(loss=f"{sum(losses.values()).item():.4f}")
+                if self.engine.stop_requested():
+                    bar.close()
+                    self._stop(progress, generator)
+        return progress.result()
 
-    def _position(self, terms: dict[str, list[Tensor]], images: int, batches: int,
-                  seconds: float, generator: torch.Generator) -> dict[str, Any]:
+    def _stop(self, progress: EpochProgress, generator: torch.Generator) -> None:
+        """Checkpoint the position inside the epoch and raise :class:`Stopped`."""
+        self._save_checkpoint(self._position(progress, generator))
+        raise Stopped(self.engine.stop.signum or signal.SIGTERM,
+                      f"at stage '{self.stage.name}', epoch {self.epoch + 1}, step "
+                      f"{progress.batches} of {self.steps_per_epoch}",
+                      self.engine.folder.checkpoint_path(self.stage.name))
+
+    def _position(self, progress: EpochProgress, generator: torch.Generator) -> dict[str, Any]:
         """Where a stop left the epoch: batches done (by each process), the loss terms so far,
         and the augmentation and torch RNG states, so the rest of the epoch runs as it would
         have."""
-        position = {"batches": batches, "images": images, "seconds": seconds,
-                    "terms": {k: torch.stack(v).cpu() for k, v in terms.items()},
+        position = {"batches": progress.batches, "images": progress.images,
+                    "seconds": time.perf_counter() - progress.start,
+                    "terms": {k: torch.stack(v).cpu() for k, v in progress.terms.items()},
                     "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
         if torch.cuda.is_available():
             position["cuda_rng"] = torch.cuda.get_rng_state_all()
         return position
 
-    def _restore_position(self, generator: torch.Generator
-                          ) -> tuple[dict[str, list[Tensor]], int, int, float]:
+    def _restore_position(self, generator: torch.Generator) -> EpochProgress:
         """Continue a stopped epoch: skip its trained batches, restore RNGs and loss terms."""
         position, self.position = self.position, None
         assert position is not None
@@ -575,15 +628,17 @@ class StageRunner:
             torch.cuda.set_rng_state_all(position["cuda_rng"])
         device = self.acc.device
         terms = {k: list(v.to(device).unbind()) for k, v in position["terms"].items()}
-        return terms, int(position["images"]), batches, float(position["seconds"])
+        return EpochProgress(terms, int(position["images"]), batches,
+                             time.perf_counter() - float(position["seconds"]))
 
-    def train_step(self, batch: dict[str, Tensor], generator: torch.Generator
-                   ) -> dict[str, Tensor]:
-        """Augment once, ask the task for losses, check them, step the optimizer."""
+    def train_step(self, batch: dict[str, Tensor], generator: torch.Generator,
+                   per_sample: bool = False) -> dict[str, Tensor]:
+        """Augment once (unless the loader cut ``per_sample`` views), ask the task for losses,
+        check them, step the optimizer."""
         raw = to_float(batch["image"])
         if raw.ndim == 4:
             raw = raw.contiguous(memory_format=self.memory_format)
-        images = augment(raw, self.cfg.augment, generator)
+        images = raw if per_sample else augment(raw, self.cfg.augment, generator)
         ctx = StepContext(self.model, images, batch, self.step, self.epoch, self.teacher, raw)
         with autocast(self.acc):
             losses = self.task.losses(ctx)
@@ -592,7 +647,7 @@ class StageRunner:
             self._fail_non_finite(losses)
         lr = learning_rate(self.step, self.steps_per_epoch, self.epochs, self.cfg.optim)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)
         self.optimizer.zero_grad(set_to_none=True)
         if self.acc.mixed_precision == "fp16":
             self.acc.backward(total)  # scales the loss for fp16's gradient scaler

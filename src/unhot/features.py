@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader
 from unhot.augment import to_float
 from unhot.data import build_data
 from unhot.data.base import Split, collate_batch
-from unhot.evaluate import load_run
-from unhot.runs import RunError, RunFolder, atomic_path
+from unhot.finished import open_run
+from unhot.runs import atomic_path
 from unhot.weights import load_weights
 
 
@@ -50,17 +50,14 @@ def write_split(out: Path, name: str, tag: str, model: torch.nn.Module,
     return features.shape
 
 
-def extract_features(run: Path, out: Path, data_file: str | None = None,
-                     tag: str = "unhot") -> dict[str, tuple[int, ...]]:
-    """Write the final model's features of ``run`` on its (or ``--data``'s) splits to ``out``;
-    return each written split's feature shape."""
-    folder = RunFolder(run)
-    manifest = folder.read_manifest() if folder.manifest_path.exists() else {"stages": {}}
-    done = [name for name, stage in manifest["stages"].items() if stage.get("complete")]
-    if not done:
-        raise RunError(f"--run {run}: no finished stage to extract features from")
-    data = build_data(load_run(run, data_file).data)
-    model, _ = load_weights(folder.weights_path(done[-1]))
+def extract_features(run: Path, out: Path, data_file: str | None = None, tag: str = "unhot",
+                     stage_name: str | None = None) -> dict[str, tuple[int, ...]]:
+    """Write the features of ``run``'s stage ``stage_name`` (default: the final one, see
+    :mod:`unhot.finished`) on its (or ``--data``'s) splits to ``out``; return each written
+    split's feature shape."""
+    opened = open_run(run, stage_name, data_file)
+    data = build_data(opened.config.data)
+    model, _ = load_weights(opened.weights_path)
     train = [s for s in (data.train, data.val) if s is not None]
     return {"train": write_split(out, "train", tag, model, train),
             "val": write_split(out, "val", tag, model, [data.test])}

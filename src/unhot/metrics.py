@@ -53,62 +53,70 @@ def _first_bad(arr: np.ndarray, is_bad: Any) -> tuple[int, int] | None:
 
 
 # -- validation --------------------------------------------------------------------------------
-def _two_d(name: str, arr: object) -> np.ndarray:
+def _two_d(name: str, arr: object, error: type[Exception] = MetricsInputError) -> np.ndarray:
     out = np.asarray(arr)
     if out.ndim != 2 or out.shape[0] < 1 or out.shape[1] < 1:
-        raise MetricsInputError(f"{name} must be a 2-D array N x C with N >= 1 and C >= 1, got "
-                                f"shape {out.shape}")
+        raise error(f"{name} must be a 2-D array N x C with N >= 1 and C >= 1, got shape "
+                    f"{out.shape}")
     return out
 
 
-def _binary(name: str, arr: object, shape: tuple[int, ...]) -> np.ndarray:
-    """``arr`` as a bool array of ``shape``; values must be bool or 0/1."""
-    out = _two_d(name, arr)
+def check_binary(name: str, arr: object, shape: tuple[int, ...],
+                 error: type[Exception] = MetricsInputError) -> np.ndarray:
+    """``arr`` as a bool array of ``shape``; values must be bool or 0/1, checked chunk by chunk
+    (``error`` names ``name`` and the first bad entry)."""
+    out = _two_d(name, arr, error)
     if out.shape != shape:
-        raise MetricsInputError(f"{name} has shape {out.shape}, expected {shape}")
+        raise error(f"{name} has shape {out.shape}, expected {shape}")
     if out.dtype == np.bool_:
         return out
     if out.dtype.kind not in "iuf":
-        raise MetricsInputError(f"{name} must be bool or 0/1 numbers, got dtype {out.dtype}")
+        raise error(f"{name} must be bool or 0/1 numbers, got dtype {out.dtype}")
     bad = _first_bad(out, lambda chunk: (chunk != 0) & (chunk != 1))
     if bad is not None:
         row, col = bad
-        raise MetricsInputError(f"{name}[{row}, {col}] = {out[row, col].item()!r} is not binary "
-                                f"(expected 0/1 or bool)")
+        raise error(f"{name}[{row}, {col}] = {out[row, col].item()!r} is not binary (expected "
+                    f"0/1 or bool)")
     return out.astype(bool)
 
 
 def _scores(arr: object) -> np.ndarray:
-    return _checked_scores(arr).astype(np.float64, copy=False)
+    return check_probabilities(arr).astype(np.float64, copy=False)
 
 
-def _checked_scores(arr: object) -> np.ndarray:
-    """Scores checked chunk by chunk; float32 and float64 are kept without a copy."""
-    out = _two_d("scores", arr)
+def check_probabilities(arr: object, name: str = "scores",
+                        error: type[Exception] = MetricsInputError) -> np.ndarray:
+    """An N x C matrix of finite probabilities in [0, 1], checked chunk by chunk; float32 and
+    float64 arrays (and memory maps) are kept without a copy."""
+    out = _two_d(name, arr, error)
     if out.dtype.kind not in "iuf":
-        raise MetricsInputError(f"scores must be real numbers, got dtype {out.dtype}")
+        raise error(f"{name} must be real numbers, got dtype {out.dtype}")
     if out.dtype not in (np.float32, np.float64):
         out = out.astype(np.float64)
     bad = _first_bad(out, lambda chunk: ~np.isfinite(chunk) | (chunk < 0) | (chunk > 1))
     if bad is not None:
         row, col = bad
-        raise MetricsInputError(f"scores[{row}, {col}] = {out[row, col].item()!r} is not a finite "
-                                f"probability in [0, 1]")
+        raise error(f"{name}[{row}, {col}] = {out[row, col].item()!r} is not a finite "
+                    f"probability in [0, 1]")
     return out
 
 
-def _target(arr: object, n: int, c: int) -> np.ndarray:
-    out = np.asarray(arr)
+def class_indices(values: object, n: int, num_classes: int, name: str = "target",
+                  rows_of: str = "scores", error: type[Exception] = MetricsInputError
+                  ) -> np.ndarray:
+    """``values`` as N int64 class indices below ``num_classes`` (negative: no given label), or
+    ``error`` naming ``name`` and the first bad row."""
+    out = np.asarray(values)
     if out.shape != (n,):
-        raise MetricsInputError(f"target must have shape ({n},) (one label per row of scores), "
-                                f"got {out.shape}")
+        raise error(f"{name} must have shape ({n},) (one label per row of {rows_of}), got "
+                    f"{out.shape}")
     if out.dtype.kind not in "iu":
-        raise MetricsInputError(f"target must be integer class indices, got dtype {out.dtype}")
-    bad = out >= c
+        raise error(f"{name} must be integer class indices, got dtype {out.dtype}")
+    bad = out >= num_classes
     if bad.any():
         row = int(np.argmax(bad))
-        raise MetricsInputError(f"target[{row}] = {out[row].item()} is out of range: classes are "
-                                f"0..{c - 1} (negative = no given label)")
+        raise error(f"{name}[{row}] = {out[row].item()} is out of range: classes are "
+                    f"0..{num_classes - 1} (negative = no given label)")
     return out.astype(np.int64, copy=False)
 
 
@@ -142,10 +150,10 @@ def _validated(
     scores: object, labels: object, target: object = None, difficult: object = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """:func:`validate_inputs` keeping float32 scores as they are (no full-size copy)."""
-    s = _checked_scores(scores)
-    y = _binary("labels", labels, s.shape)
-    tgt = None if target is None else _target(target, *s.shape)
-    diff = None if difficult is None else _binary("difficult", difficult, s.shape)
+    s = check_probabilities(scores)
+    y = check_binary("labels", labels, s.shape)
+    tgt = None if target is None else class_indices(target, *s.shape)
+    diff = None if difficult is None else check_binary("difficult", difficult, s.shape)
     return s, y, tgt, diff
 
 
@@ -260,9 +268,9 @@ def prf_from_predictions(
     ``OR = sum TP / sum |true|``, ``OF1`` their harmonic mean (micro). Difficult entries are
     ignored (neither predicted nor true). Keys: CP CR CF1 OP OR OF1.
     """
-    y = _binary("labels", labels, np.shape(labels))
-    p = _binary("pred", pred, y.shape)
-    diff = None if difficult is None else _binary("difficult", difficult, y.shape)
+    y = check_binary("labels", labels, np.shape(labels))
+    p = check_binary("pred", pred, y.shape)
+    diff = None if difficult is None else check_binary("difficult", difficult, y.shape)
     return _prf_from_counts(_prf_counts(p, y, diff))
 
 
@@ -395,7 +403,7 @@ def topk_accuracy(scores: object, target: object, k: int) -> float:
     Ties follow :func:`topk_set`; rows with a negative target are excluded (``nan`` if none left).
     """
     s = _scores(scores)
-    return _ratio_or_nan(_topk_accuracy_sums(s, _target(target, *s.shape),
+    return _ratio_or_nan(_topk_accuracy_sums(s, class_indices(target, *s.shape),
                                              _positive_int("k", k)))
 
 

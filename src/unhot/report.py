@@ -1,11 +1,11 @@
 """``unhot report``: an offline HTML page and a Markdown file from run folders alone.
 
 For each run: the test metrics of every stage (one table row per stage), training curves per
-stage, the last stage's reliability diagram, AP per class and a grid of test images with their
-given, true and predicted labels (skipped for runs on feature vectors); across runs: ReaL-F1
-against the threshold and the distribution of predicted-set sizes against each run's true sets.
-PNGs are written next to ``index.html`` and ``README.md``; the page loads nothing from the
-network.
+stage, and for its final stage (see :mod:`unhot.finished`) the reliability diagram, AP per
+class and a grid of test images with their given, true and predicted labels (skipped for runs
+on feature vectors); across runs: ReaL-F1 against the threshold and the distribution of
+predicted-set sizes against each run's true sets. PNGs are written next to ``index.html`` and
+``README.md``; the page loads nothing from the network.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from unhot import plots
 from unhot.config import ConfigError
 from unhot.data import build_data
 from unhot.data.base import DataError
-from unhot.evaluate import load_run
+from unhot.finished import load_run, open_run
 from unhot.metrics import average_precision_per_class, real_f1, real_set
-from unhot.runs import RunError, RunFolder, atomic_write, read_json
+from unhot.runs import RunError, atomic_write
 from unhot.weights import read_architecture
 
 COVERAGE_THRESHOLD = 0.25
@@ -50,21 +50,16 @@ class RunSummary:
     class_names: list[str]
 
 
-def read_run(folder: Path, name: str) -> RunSummary:
-    """Read a finished run's test metrics per stage, log, last stage's test predictions and
-    classes."""
-    runs = RunFolder(folder)
-    if not runs.final_metrics_path.exists():
-        raise RunError(f"{folder}: not a finished unhot run (no final_metrics.json)")
-    manifest = runs.read_manifest()
-    stage = list(manifest["stages"])[-1]
-    rows = [json.loads(line) for line in runs.metrics_path.read_text().splitlines() if line]
-    with np.load(runs.predictions_path(stage)) as saved:
+def read_run(folder: Path, name: str, stage: str | None = None) -> RunSummary:
+    """Read a run's test metrics per complete stage, log, and the test predictions and classes
+    of ``stage`` (default: the final one, see :mod:`unhot.finished`)."""
+    opened = open_run(folder, stage)
+    rows = [json.loads(line) for line in opened.folder.metrics_path.read_text().splitlines()
+            if line]
+    with np.load(opened.predictions_path) as saved:
         predictions = {k: saved[k] for k in saved.files}
-    arch = read_architecture(runs.weights_path(stage))
-    stage_metrics = {**{s: info.get("test_metrics", {}) for s, info in manifest["stages"].items()},
-                     stage: read_json(runs.final_metrics_path)}
-    return RunSummary(name, folder, stage, stage_metrics, rows, predictions,
+    arch = read_architecture(opened.weights_path)
+    return RunSummary(name, folder, opened.stage, opened.stage_metrics(), rows, predictions,
                       list(arch.class_names))
 
 

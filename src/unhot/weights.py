@@ -29,16 +29,26 @@ class Architecture:
     calibration_head: bool = False
     input_size: int = 0
     cam_boost: float = 1.0
+    input_mean: tuple[float, ...] | None = None
+    input_std: tuple[float, ...] | None = None
+    """The per-channel normalisation of pretrained weights (None: inputs in [-1, 1] as given)."""
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def input_norm(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        if self.input_mean is None or self.input_std is None:
+            return None
+        return self.input_mean, self.input_std
+
     def build(self, head_bias: float | None = None) -> Classifier:
         """A freshly initialised model of this architecture."""
         return build_model(self.backbone, self.in_channels, self.num_classes, width=self.width,
                            calibration_head=self.calibration_head, head_bias=head_bias,
-                           input_size=self.input_size or None, cam_boost=self.cam_boost)
+                           input_size=self.input_size or None, cam_boost=self.cam_boost,
+                           input_norm=self.input_norm)
 
 
 def save_weights(model: Classifier, arch: Architecture, path: Path) -> None:
@@ -65,6 +75,9 @@ def read_architecture(path: Path) -> Architecture:
     try:
         fields = json.loads(meta["unhot_architecture"])
         fields["class_names"] = tuple(fields["class_names"])
+        for key in ("input_mean", "input_std"):
+            if fields.get(key) is not None:
+                fields[key] = tuple(float(v) for v in fields[key])
         return Architecture(**fields)
     except (ValueError, TypeError, KeyError) as err:
         raise RunError(f"{path}: malformed unhot architecture metadata ({one_line(err)})") from err

@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ from tqdm.auto import tqdm
 
 from unhot.data.base import DataBundle, DataError, Split
 from unhot.data.digits import check_range
+from unhot.data.views import PIPELINES, TrainView, centre_box
 from unhot.labels import COLE_SEED, LabelMatrix, single_positive_matrix, train_val_split
 
 LABEL_REGIMES = ("observed", "single_positive")
@@ -97,6 +99,9 @@ class FileDataConfig:
     ``"white"`` (default: how browsers, viewers and documents show transparent images, and what
     datasets of icons, logos, product cut-outs and drawings with transparent backgrounds assume),
     ``"black"``, or a grey level 0-255. The same level is used in every colour channel.
+    ``pipeline``: ``squash`` (whole image to ``S x S``) or ``rrc`` (random-resized crops of the
+    original per sample in training, centre crops of ``crop_fraction`` in evaluation; see
+    :mod:`unhot.data.views`).
     ``label_regime``: ``"observed"`` keeps the labels as read; ``"single_positive"`` is Cole et
     al.'s protocol (CVPR 2021): in train (and val), keep one positive per image chosen uniformly
     at random with ``seed``, everything else unknown. The test split is never changed.
@@ -114,9 +119,15 @@ class FileDataConfig:
     val_fraction: float = 0.0
     seed: int = COLE_SEED
     alpha_background: str | int = "white"
+    pipeline: str = "squash"
+    crop_fraction: float = 0.875
 
     def __post_init__(self) -> None:
         check_range("image_size", self.image_size, 1)
+        check_one_of("pipeline", self.pipeline, PIPELINES)
+        if not 0 < self.crop_fraction <= 1:
+            raise DataError(f"config key 'crop_fraction' must be in (0, 1], got "
+                            f"{self.crop_fraction!r}")
         background_level(self.alpha_background)
         if self.channels not in (1, 3):
             raise DataError(f"config key 'channels' must be 1 or 3, got {self.channels!r}")
@@ -149,6 +160,11 @@ class FileImages:
     channels: int = 3
     origins: list[str] | None = None
     alpha_background: int = 255
+    pipeline: str = "squash"
+    crop_fraction: float = 0.875
+    train_view: TrainView | None = None
+    """Set by the engine while a training epoch runs with ``pipeline: rrc``
+    (:func:`unhot.data.views.training_views`)."""
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -180,6 +196,8 @@ class FileImages:
         return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
     def _decode(self, index: int) -> np.ndarray:
+        if self.pipeline != "squash":
+            return self._decode_region(index)
         mode = "L" if self.channels == 1 else "RGB"
         size = (self.image_size, self.image_size)
         with Image.open(self.paths[index]) as img:
@@ -191,6 +209,31 @@ class FileImages:
             img = to_8bit(img, mode, self.alpha_background)
             if img.size != size:
                 img = img.resize(size, Image.Resampling.BILINEAR)
+            return np.array(img)
+
+    def _decode_region(self, index: int) -> np.ndarray:
+        """``pipeline: rrc``: this epoch's random-resized crop of image ``index`` while training,
+        else its centre crop (:mod:`unhot.data.views`), resampled once to ``S x S``."""
+        mode, side = ("L" if self.channels == 1 else "RGB"), self.image_size
+        with Image.open(self.paths[index]) as img:
+            orientation = img.getexif().get(_ORIENTATION, 1)
+            width, height = img.size[::-1] if orientation in (5, 6, 7, 8) else img.size
+            flip = False
+            if self.train_view is not None:
+                box, flip = self.train_view.crop(index, width, height)
+            else:
+                box = centre_box(width, height, self.crop_fraction)
+            # JPEG: decode at the smallest scale at which the region still covers S x S
+            zoom = side / min(box[2] - box[0], box[3] - box[1])
+            img.draft(mode, (math.ceil(img.size[0] * zoom), math.ceil(img.size[1] * zoom)))
+            if orientation in (2, 3, 4, 5, 6, 7, 8):
+                img = ImageOps.exif_transpose(img)
+            img = to_8bit(img, mode, self.alpha_background)
+            fx, fy = img.size[0] / width, img.size[1] / height
+            img = img.resize((side, side), Image.Resampling.BILINEAR,
+                             box=(box[0] * fx, box[1] * fy, box[2] * fx, box[3] * fy))
+            if flip:
+                img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             return np.array(img)
 
     def load(self, indices: np.ndarray) -> torch.Tensor:
@@ -205,8 +248,7 @@ class FileImages:
     def subset(self, rows: np.ndarray) -> FileImages:
         """The images at ``rows`` (an index array)."""
         origins = None if self.origins is None else [self.origins[i] for i in rows]
-        return FileImages([self.paths[i] for i in rows], self.image_size, self.channels, origins,
-                          self.alpha_background)
+        return dataclasses.replace(self, paths=[self.paths[i] for i in rows], origins=origins)
 
 
 def to_8bit(img: Image.Image, mode: str, background: int = 255) -> Image.Image:
@@ -392,7 +434,7 @@ def file_split(name: str, root: Path, relative: Sequence[str], origins: Sequence
             raise DataError(f"{origins[i] if origins is not None else source}: {err}") from None
     images = FileImages(paths, cfg.image_size, cfg.channels,
                         None if origins is None else list(origins),
-                        background_level(cfg.alpha_background))
+                        background_level(cfg.alpha_background), cfg.pipeline, cfg.crop_fraction)
     return Split(images, labels, true, target, ids=list(relative), name=name)
 
 

@@ -39,6 +39,8 @@ BACKBONES: dict[str, BackboneSpec] = {
                              resnet.DEFAULT_WIDTH, torch.contiguous_format),
     "resnet50": BackboneSpec(resnet.resnet_factory(resnet.Bottleneck, (3, 4, 6, 3)),
                              resnet.DEFAULT_WIDTH, torch.contiguous_format),
+    "resnet101": BackboneSpec(resnet.resnet_factory(resnet.Bottleneck, (3, 4, 23, 3)),
+                              resnet.DEFAULT_WIDTH, torch.contiguous_format),
     # On precomputed features ([N, D, 1, 1], e.g. data: cole_features): a linear probe or an MLP.
     "linear": BackboneSpec(lambda c, _w, _size: FeatureInput(c), 0, torch.contiguous_format),
     "mlp": BackboneSpec(lambda c, w, _size: feature_mlp(c, w), 512, torch.contiguous_format),
@@ -52,14 +54,17 @@ def _check_int(name: str, value: object, minimum: int) -> None:
 
 def build_model(backbone: str, in_channels: int, num_classes: int, *, width: int = 0,
                 calibration_head: bool = False, head_bias: float | None = None,
-                input_size: int | None = None, cam_boost: float = 1.0) -> Classifier:
+                input_size: int | None = None, cam_boost: float = 1.0,
+                input_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+                ) -> Classifier:
     """A freshly initialised :class:`Classifier` (ResNets: Kaiming init; small_cnn: PyTorch's).
 
     ``width`` 0 = the backbone's default base width; ``input_size`` (pixels a side) picks the
     ResNet stem (CIFAR style below 64, else ImageNet; None = ImageNet) and is ignored by
     ``small_cnn``. ``head_bias`` fills the classification head's bias, e.g. ``-log(C)`` so the
     initial sigmoid is about 1/C (MILe code's ``adjust_bias``). ``cam_boost``: BoostLU's alpha
-    (:class:`Classifier`). Draws from torch's global RNG.
+    (:class:`Classifier`); ``input_norm`` the (mean, std) per input channel pretrained weights
+    expect (:class:`Classifier`). Draws from torch's global RNG.
     """
     if backbone not in BACKBONES:
         raise ModelConfigError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
@@ -74,8 +79,13 @@ def build_model(backbone: str, in_channels: int, num_classes: int, *, width: int
         raise ModelConfigError(f"cam_boost must be >= 1, got {cam_boost!r}")
     spec = BACKBONES[backbone]
     net = spec.build(in_channels, width or spec.default_width, input_size)
+    if input_norm is not None and (len(input_norm[0]) != in_channels
+                                   or len(input_norm[1]) != in_channels or min(input_norm[1]) <= 0):
+        raise ModelConfigError(f"input_norm needs {in_channels} means and {in_channels} "
+                               f"positive stds, got {input_norm!r}")
     model = Classifier(net, net.out_channels, num_classes, with_calibration=calibration_head,
-                       preferred_memory_format=spec.memory_format, cam_boost=cam_boost)
+                       preferred_memory_format=spec.memory_format, cam_boost=cam_boost,
+                       input_norm=input_norm)
     if head_bias is not None:
         nn.init.constant_(model.head.bias, head_bias)
     return model

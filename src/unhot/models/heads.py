@@ -39,13 +39,26 @@ class Classifier(nn.Module):
     ``M = W f + b``), positive activations are scaled, ``M' = alpha M`` where ``M > 0``, and
     ``logits = mean_hw M'``; in training and evaluation. With alpha 1 this equals the head on
     the pooled features.
+
+    ``input_norm`` (mean, std) per channel: the normalisation pretrained weights expect, e.g.
+    ImageNet's; inputs arrive in [-1, 1] (``x / 127.5 - 1``, :func:`unhot.augment.to_float`) and
+    become ``(x01 - mean) / std`` with ``x01 = (x + 1) / 2``, so every model (a teacher too)
+    sees its own normalisation in train, eval, relabel and features. None: inputs as given.
     """
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, *,
                  with_calibration: bool = False,
                  preferred_memory_format: torch.memory_format = torch.contiguous_format,
-                 cam_boost: float = 1.0) -> None:
+                 cam_boost: float = 1.0,
+                 input_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> None:
         super().__init__()
+        self.input_norm = input_norm
+        if input_norm is not None:
+            mean, std = (torch.tensor(v, dtype=torch.float32)[None, :, None, None]
+                         for v in input_norm)
+            # x01 = (x + 1) / 2, (x01 - mean) / std = x * scale + shift
+            self.register_buffer("input_scale", 0.5 / std, persistent=False)
+            self.register_buffer("input_shift", (0.5 - mean) / std, persistent=False)
         self.backbone = backbone
         self.feature_dim = feature_dim
         self.head = nn.Linear(feature_dim, num_classes)
@@ -56,6 +69,8 @@ class Classifier(nn.Module):
         self.register_state_dict_post_hook(_pack_contiguous)
 
     def forward(self, x: Tensor) -> ModelOutput:
+        if self.input_norm is not None:
+            x = x * self.input_scale + self.input_shift
         feature_map = self.backbone(x)
         pooled = feature_map.mean(dim=(2, 3))
         calibration = None if self.calibration_head is None else self.calibration_head(pooled)

@@ -1,6 +1,6 @@
-"""ResNet-18/34 (BasicBlock) and ResNet-50 (Bottleneck), He et al., CVPR 2016.
+"""ResNet-18/34 (BasicBlock) and ResNet-50/101 (Bottleneck), He et al., CVPR 2016.
 
-Standard layouts (stage depths 2-2-2-2, 3-4-6-3, 3-4-6-3; stage widths w, 2w, 4w, 8w with
+Standard layouts (stage depths 2-2-2-2, 3-4-6-3, 3-4-6-3, 3-4-23-3; stage widths w, 2w, 4w, 8w with
 ``w`` = 64 by default; the Bottleneck expands by 4 and strides on its 3x3 conv, "ResNet v1.5").
 Two stems: ImageNet's 7x7/2 conv + 3x3/2 max-pool, or for small inputs (CIFAR style) a 3x3/1
 conv without pooling, so a 28x28 image still has a 4x4 final map instead of 1x1.
