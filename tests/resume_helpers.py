@@ -35,7 +35,7 @@ from safetensors.torch import load_file
 from unhot.cli import main
 from unhot.config import RunConfig
 from unhot.engine import Engine, StageRunner
-from unhot.runs import TEMP_SUFFIX, RunFolder, load_checkpoint
+from unhot.runs import TEMP_SUFFIX, Manifest, RunFolder, load_checkpoint
 
 KILLED = -signal.SIGKILL
 # argv[1] = "none" | "step:N" | "signal:N:TERM" | "write:NAME:N" | "after:NAME:N"; the rest goes
@@ -104,7 +104,7 @@ def interrupt_run(cfg: RunConfig, out: Path, hook: str,
 def as_if_killed(out: Path, **stages: dict[str, Any]) -> None:
     """Mark the run in ``out`` unfinished, as a kill before its end leaves it: the manifest lists
     only ``stages`` (none by default); checkpoints and weights stay where they are."""
-    RunFolder(out).write_manifest({"stages": stages, "complete": False})
+    RunFolder(out).write_manifest(Manifest.from_json({"stages": stages}, out))
 
 
 def assert_same_metrics(got: Path | dict[str, Any], expected: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from unhot.engine import (
     learning_rate,
     make_accelerator,
 )
-from unhot.runs import RunError, RunFolder, load_checkpoint, save_checkpoint
+from unhot.runs import RunError, RunFolder, StageRecord, load_checkpoint, save_checkpoint
 
 
 def test_cosine_schedule_with_warmup_by_hand():
@@ -51,7 +51,7 @@ def test_interrupted_run_resumes_to_identical_metrics(tmp_path, tiny):
     reference = Engine(cfg, tmp_path / "straight").run()
     interrupt_run(cfg, tmp_path / "resumed", "train_epoch", lambda runner, n: n == 3)
     manifest = RunFolder(tmp_path / "resumed").read_manifest()
-    assert manifest["stages"]["train"] == {"complete": False, "epochs_done": 2}
+    assert manifest.stages["train"] == StageRecord(complete=False, epochs_done=2)
     resumed = Engine(cfg, tmp_path / "resumed").run()
     assert_same_metrics(resumed, reference)
     rows = [json.loads(line) for line in

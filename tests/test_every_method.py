@@ -88,12 +88,12 @@ def test_every_method_learns_and_records_its_own_name(tmp_path, case):
         assert saved["loss"] == loss
     manifest = folder.read_manifest()
     stages = [stage.name for stage in engine.stages]
-    assert manifest["complete"] and list(manifest["stages"]) == stages
+    assert manifest.complete and list(manifest.stages) == stages
     assert folder.final_metrics_path.exists()
     for stage in stages:
-        assert manifest["stages"][stage]["complete"], stage
+        assert manifest.stages[stage].complete, stage
         assert folder.weights_path(stage).exists(), stage
-        terms = [key for key in manifest["stages"][stage]["history"][0] if key.startswith("loss/")]
+        terms = [key for key in manifest.stages[stage].history[0] if key.startswith("loss/")]
         assert terms, stage
     if loss:
         assert f"loss/{SPML_TERM.get(loss, loss)}" in terms, terms

@@ -87,7 +87,7 @@ def test_killed_between_stages_resumes_identically(tmp_path, method, knobs, firs
     # manifest.json is written after each of the first stage's 2 epochs, then when it completes.
     kill_at(cfg, out, "after:manifest.json:3")
     manifest = RunFolder(out).read_manifest()
-    assert manifest["stages"][first]["complete"] and second not in manifest["stages"]
+    assert manifest.stages[first].complete and second not in manifest.stages
     assert not RunFolder(out).checkpoint_path(second).exists()
     resume(cfg, out)
     assert_same_metrics(out, expected)

@@ -126,8 +126,8 @@ def test_generations_train_and_a_crash_never_retrains_a_finished_generation(tmp_
     final = Engine(cfg, tmp_path).run()
     assert gen1.stat().st_mtime_ns == stamp
     manifest = folder.read_manifest()
-    assert manifest["stages"]["gen1"]["complete"] and manifest["stages"]["gen2"]["complete"]
-    assert final == manifest["stages"]["gen2"]["test_metrics"]
+    assert manifest.stages["gen1"].complete and manifest.stages["gen2"].complete
+    assert final == manifest.stages["gen2"].test_metrics
     rows = [json.loads(line) for line in folder.metrics_path.read_text().splitlines()]
     assert {r["stage"] for r in rows} == {"gen1", "gen2"}
     assert "loss/refined_ce" in next(r for r in rows if r["stage"] == "gen2")

@@ -194,7 +194,7 @@ def test_model_selection_tests_the_best_validation_epoch(tmp_path, tiny, select_
     cfg = parse_config(raw)
     final = Engine(cfg, tmp_path).run()
     folder = RunFolder(tmp_path)
-    rows = [r for r in folder.read_manifest()["stages"]["train"]["history"] if "val/mAP" in r]
+    rows = [r for r in folder.read_manifest().stages["train"].history if "val/mAP" in r]
     assert len(rows) == 4
     data = build_data(cfg.data)
     val = data.val
@@ -267,7 +267,7 @@ def test_early_stop_after_patience_epochs_without_gain_and_resume(tmp_path, tiny
     raw["optim"].update(epochs=12, lr=0.5)
     cfg = parse_config(raw)
     final = Engine(cfg, tmp_path / "a").run()
-    rows = [r for r in RunFolder(tmp_path / "a").read_manifest()["stages"]["train"]["history"]
+    rows = [r for r in RunFolder(tmp_path / "a").read_manifest().stages["train"].history
             if "val/mAP" in r]
     values = [r["val/mAP"] for r in rows]
     assert len(values) < 12, "the run should have stopped early"

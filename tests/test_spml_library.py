@@ -178,7 +178,7 @@ def test_stop_drop_stops_when_validation_falls_below_the_best(tmp_path, tiny, mo
     monkeypatch.setattr(StageRunner, "evaluate", scripted)
     Engine(parse_config(raw), tmp_path / "run").run()
     manifest = RunFolder(tmp_path / "run").read_manifest()
-    assert manifest["stages"]["train"]["epochs_done"] == 3
+    assert manifest.stages["train"].epochs_done == 3
 
 
 def test_large_loss_mask_never_selects_positives_or_observed_negatives():

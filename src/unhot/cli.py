@@ -1,4 +1,4 @@
-"""Command line: ``unhot demo | train | eval | metrics``.
+"""Command line: ``unhot demo | train | eval | metrics | relabel | features | report``.
 
 Errors in the user's input (config, data, labels, arrays, run folders) print one line naming the
 file, row or key, and exit with status 2; a failed training exits with status 1. Heavy modules
@@ -87,8 +87,9 @@ def train_command(args: argparse.Namespace) -> int:
     engine = Engine(cfg, args.out)
     metrics = engine.run()
     if len(engine.stages) > 1:
-        stages = engine.folder.read_manifest()["stages"]
-        print(format_table({name: stages[name]["test_metrics"] for name in stages}, TABLE_KEYS,
+        stages = engine.folder.read_manifest().stages
+        print(format_table({name: record.test_metrics for name, record in stages.items()},
+                           TABLE_KEYS,
                            first="stage"))
     print(dumps_metrics(metrics))
     print(f"run folder: {args.out}")
@@ -202,17 +203,17 @@ def report_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="unhot", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_demo_command(sub: Any) -> None:
+    """``unhot demo``."""
     demo = sub.add_parser("demo", help="train the methods on the built-in digit grid")
     demo.add_argument("--out", default="runs/demo", help="folder for the run folders")
     demo.add_argument("--methods", nargs="+", default=list(DEMO_METHODS))
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     demo.set_defaults(func=demo_command)
 
+
+def _add_train_command(sub: Any) -> None:
+    """``unhot train``."""
     train = sub.add_parser("train", help="train what a config file says")
     train.add_argument("--config", required=True, help="YAML config")
     train.add_argument("--out", required=True, help="run folder (resumed if it exists)")
@@ -220,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config key, e.g. --set optim.lr=0.1")
     train.set_defaults(func=train_command)
 
+
+def _add_eval_command(sub: Any) -> None:
+    """``unhot eval``."""
     ev = sub.add_parser("eval", help="evaluate a finished run")
     ev.add_argument("--run", required=True, help="run folder")
     ev.add_argument("--data", help="YAML file with a data block to evaluate on instead")
@@ -228,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--stage", help=STAGE_HELP)
     ev.set_defaults(func=eval_command)
 
+
+def _add_metrics_command(sub: Any) -> None:
+    """``unhot metrics``."""
     met = sub.add_parser("metrics", help="score saved predictions (.npy arrays)")
     met.add_argument("--scores", required=True, help="N x C probabilities")
     met.add_argument("--labels", required=True, help="N x C 0/1 true label sets")
@@ -240,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "softmax per row (ECE_top1 instead)")
     met.set_defaults(func=metrics_command)
 
+
+def _add_relabel_command(sub: Any) -> None:
+    """``unhot relabel``."""
     rel = sub.add_parser("relabel", help="write a trained model's refined labels for a dataset")
     rel.add_argument("--run", required=True, help="run folder")
     rel.add_argument("--data", help="YAML file with a data block (default: the run's data)")
@@ -265,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--stage", help=STAGE_HELP)
     rel.set_defaults(func=relabel_command)
 
+
+def _add_features_command(sub: Any) -> None:
+    """``unhot features``."""
     feat = sub.add_parser("features", help="a run's pooled features in Cole et al.'s layout")
     feat.add_argument("--run", required=True, help="run folder")
     feat.add_argument("--data", help="YAML file with a data block (default: the run's data)")
@@ -273,10 +286,26 @@ def build_parser() -> argparse.ArgumentParser:
     feat.add_argument("--stage", help=STAGE_HELP)
     feat.set_defaults(func=features_command)
 
+
+def _add_report_command(sub: Any) -> None:
+    """``unhot report``."""
     rep = sub.add_parser("report", help="HTML + Markdown report of finished runs")
     rep.add_argument("runs", nargs="+", help="run folders")
     rep.add_argument("--out", default="report", help="folder for index.html, README.md, PNGs")
     rep.set_defaults(func=report_command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="unhot", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_demo_command(sub)
+    _add_train_command(sub)
+    _add_eval_command(sub)
+    _add_metrics_command(sub)
+    _add_relabel_command(sub)
+    _add_features_command(sub)
+    _add_report_command(sub)
     return parser
 
 

@@ -39,15 +39,17 @@ from unhot.data.base import LABEL_FIELDS, DataBundle, Split, collate_batch
 from unhot.data.views import training_views
 from unhot.errors import TrainingError
 from unhot.finished import method_stages
-from unhot.methods.base import Stage, StepContext
+from unhot.methods.base import EpochEnd, Stage, StepContext
 from unhot.metrics import compute_metrics, metric_names
 from unhot.models import Classifier, head_parameters
 from unhot.plots import reliability_diagram
 from unhot.pretrained import load_pretrained, pretrained_norm, read_pretrained
 from unhot.runs import (
     IntegrityError,
+    Manifest,
     RunError,
     RunFolder,
+    StageRecord,
     load_checkpoint,
     one_line,
     save_checkpoint,
@@ -344,9 +346,9 @@ class Engine:
         manifest = self.folder.read_manifest()
         metrics: dict[str, float] = {}
         for index, stage in enumerate(self.stages):
-            done = manifest["stages"].get(stage.name, {})
-            if done.get("complete"):
-                metrics = done["test_metrics"]
+            done = manifest.stages.get(stage.name)
+            if done is not None and done.complete:
+                metrics = done.test_metrics
                 continue
             if self.stop_requested():
                 raise Stopped(self.stop.signum or signal.SIGTERM, f"before stage "
@@ -354,7 +356,7 @@ class Engine:
             metrics = StageRunner(self, stage, index, manifest).run()
         if self.is_main:
             write_json(self.folder.final_metrics_path, metrics)
-            manifest["complete"] = True
+            manifest.complete = True
             self.folder.write_manifest(manifest)
         self.accelerator.wait_for_everyone()
         return metrics
@@ -380,7 +382,7 @@ class StageRunner:
     """Trains one stage: builds or resumes its model, loads its teacher, runs its epochs."""
 
     def __init__(self, engine: Engine, stage: Stage, index: int,
-                 manifest: dict[str, Any]) -> None:
+                 manifest: Manifest) -> None:
         self.engine = engine
         self.stage = stage
         self.index = index
@@ -556,7 +558,9 @@ class StageRunner:
             result = self.train_epoch()
             self._check_collapse(result)
             self.epoch += 1
-            self.task.on_epoch_end(self)
+            self.task.on_epoch_end(EpochEnd(
+                self.data.train, self.predict, self.epoch, self.epochs,
+                self.engine.folder.stage_dir(self.stage.name), self.engine.is_main))
             row = self._epoch_row(result)
             self.history.append(row)
             self._save_checkpoint()
@@ -775,15 +779,14 @@ class StageRunner:
             save_checkpoint(folder.checkpoint_path(self.stage.name), state)
             if position is None:
                 self._write_metrics_log()
-                self.manifest["stages"][self.stage.name] = {"complete": False,
-                                                            "epochs_done": self.epoch}
+                self.manifest.stages[self.stage.name] = StageRecord(False, self.epoch)
                 folder.write_manifest(self.manifest)
         self.acc.wait_for_everyone()
 
     def _write_metrics_log(self, final: dict[str, Any] | None = None) -> None:
         rows: list[dict[str, Any]] = []
         for stage in self.engine.stages[: self.index]:
-            rows += self.manifest["stages"].get(stage.name, {}).get("history", [])
+            rows += self.manifest.stages.get(stage.name, StageRecord()).history
         rows += self.history
         if final is not None:
             rows.append(final)
@@ -810,9 +813,8 @@ class StageRunner:
             final = {"stage": self.stage.name, "epoch": self.epoch, "final": True,
                      **{f"test/{k}": v for k, v in metrics.items()}}
             self.history.append(final)
-            self.manifest["stages"][self.stage.name] = {
-                "complete": True, "epochs_done": self.epoch, "history": self.history,
-                "test_metrics": metrics}
+            self.manifest.stages[self.stage.name] = StageRecord(True, self.epoch, self.history,
+                                                                metrics)
             self._write_metrics_log()
             folder.write_manifest(self.manifest)
         self.acc.wait_for_everyone()

@@ -17,7 +17,7 @@ from typing import Any
 from unhot.config import ConfigError, RunConfig, apply_overrides, block_name, parse_config
 from unhot.errors import RunError
 from unhot.methods import METHODS, Stage
-from unhot.runs import RunFolder, read_yaml
+from unhot.runs import Manifest, RunFolder, read_yaml
 
 
 def run_config(run: Path) -> dict[str, Any]:
@@ -57,7 +57,7 @@ class FinishedRun:
     stages: tuple[Stage, ...]
     complete: tuple[str, ...]
     stage: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     source: str
     """The file holding the data block (the ``--data`` file, else the run's config.yaml)."""
 
@@ -92,8 +92,7 @@ class FinishedRun:
 
     def stage_metrics(self) -> dict[str, dict[str, float]]:
         """Test metrics of every complete stage, in training order."""
-        return {name: self.manifest["stages"][name].get("test_metrics", {})
-                for name in self.complete}
+        return {name: self.manifest.stages[name].test_metrics for name in self.complete}
 
 
 def _complete_list(complete: tuple[str, ...]) -> str:
@@ -127,17 +126,12 @@ def open_run(run: Path, stage: str | None = None, data_file: str | None = None,
     cfg = load_run(run, data_file, overrides)
     folder = RunFolder(run)
     manifest = folder.read_manifest()
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("stages", {}), dict):
-        raise RunError(f"{folder.manifest_path}: not an unhot manifest (no 'stages' mapping)")
-    records = manifest.get("stages", {})
     stages = tuple(method_stages(cfg))
     names = [s.name for s in stages]
-    complete = tuple(n for n in names
-                     if isinstance(records.get(n), dict) and records[n].get("complete"))
+    complete = tuple(n for n in names if n in manifest.stages and manifest.stages[n].complete)
     chosen = choose_stage(run, names, complete, stage)
     source = data_file if data_file is not None else str(folder.config_path)
-    return FinishedRun(folder, cfg, stages, complete, chosen, {**manifest, "stages": records},
-                       source)
+    return FinishedRun(folder, cfg, stages, complete, chosen, manifest, source)
 
 
 __all__ = ["FinishedRun", "choose_stage", "load_run", "method_stages", "open_run", "run_config"]

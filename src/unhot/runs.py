@@ -34,6 +34,7 @@ import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -263,6 +264,41 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+@dataclass
+class StageRecord:
+    """One stage in ``manifest.json``: whether it is complete and how many epochs are done;
+    once complete, its per-epoch history and its test metrics."""
+
+    complete: bool = False
+    epochs_done: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    test_metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    """``manifest.json``: a record per stage started, in training order, and whether the whole
+    run is complete. Written by the engine only; read by every command (unhot.finished)."""
+
+    stages: dict[str, StageRecord] = field(default_factory=dict)
+    complete: bool = False
+
+    @classmethod
+    def from_json(cls, obj: Any, path: Path) -> Manifest:
+        """Parse ``obj`` (read from ``path``), a :class:`RunError` naming ``path`` if it is not
+        a manifest."""
+        stages = obj.get("stages") if isinstance(obj, dict) else None
+        if not isinstance(stages, dict) or not all(isinstance(r, dict) for r in stages.values()):
+            raise RunError(f"{path}: not an unhot manifest (no 'stages' mapping of records)")
+        names = {f.name for f in fields(StageRecord)}
+        return cls({name: StageRecord(**{k: v for k, v in record.items() if k in names})
+                    for name, record in stages.items()}, bool(obj.get("complete", False)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stages": {name: asdict(r) for name, r in self.stages.items()},
+                "complete": self.complete}
+
+
 class RunFolder:
     """Paths and manifest of one run folder."""
 
@@ -365,13 +401,14 @@ class RunFolder:
             with suppress(OSError):
                 path.unlink()
 
-    def read_manifest(self) -> dict[str, Any]:
+    def read_manifest(self) -> Manifest:
+        """The folder's manifest (empty if none was written yet)."""
         if not self.manifest_path.exists():
-            return {"stages": {}, "complete": False}
-        return read_json(self.manifest_path)
+            return Manifest()
+        return Manifest.from_json(read_json(self.manifest_path), self.manifest_path)
 
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
-        write_json(self.manifest_path, manifest)
+    def write_manifest(self, manifest: Manifest) -> None:
+        write_json(self.manifest_path, manifest.to_json())
 
     def claim(self, resolved: dict[str, Any], ignore: tuple[str, ...]) -> bool:
         """Write the config into a new (or empty) folder, or check that an existing folder holds

@@ -5,7 +5,7 @@ plus one line here (``"name": "module:ConfigClass:stage_builder"``).
 """
 
 from unhot.config import Registry
-from unhot.methods.base import Stage, StepContext, TrainingTask
+from unhot.methods.base import EpochEnd, Stage, StepContext, TrainingTask
 
 METHODS = Registry({
     "softmax": "unhot.methods.baselines:SoftmaxConfig:softmax_stages",
@@ -20,4 +20,4 @@ METHODS = Registry({
     "ud": "unhot.methods.ud:UdConfig:ud_stages",
 })
 
-__all__ = ["METHODS", "Stage", "StepContext", "TrainingTask"]
+__all__ = ["METHODS", "EpochEnd", "Stage", "StepContext", "TrainingTask"]

@@ -26,12 +26,31 @@ from unhot.data.base import LABEL_FIELDS
 from unhot.models import ModelOutput
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    import numpy as np
+
     from unhot.data.base import Split
-    from unhot.engine import StageRunner
 
 
 HEAD_INITS = ("default", "minus_log_c")
 """Head-bias initialisations: PyTorch's default ``nn.Linear`` init, or ``-log(C)``."""
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """What a task may use when a training epoch ends: the training split, the current model's
+    probabilities on a split (``predict(split)``, [N, C] in index order, gathered on every
+    rank), the epochs done and planned, the stage's folder for method outputs, and whether this
+    is the main process (the one that writes files)."""
+
+    train: Split
+    predict: Callable[[Split], np.ndarray]
+    epochs_done: int
+    epochs: int
+    stage_dir: Path
+    is_main: bool
 
 
 @dataclass
@@ -111,7 +130,7 @@ class TrainingTask:
         """Hook after each optimizer step, with the step's scheduled learning rate (e.g. step
         ROLE's label estimates). Default: nothing."""
 
-    def on_epoch_end(self, runner: StageRunner) -> None:
+    def on_epoch_end(self, end: EpochEnd) -> None:
         """Hook after each training epoch (e.g. refresh a label store). Default: nothing."""
 
     def state_dict(self) -> dict[str, Any]:

@@ -52,13 +52,12 @@ from unhot.losses import (
     soft_negative_bce,
     weighted_an,
 )
-from unhot.methods.base import HEAD_INITS, Stage, StepContext, TrainingTask
+from unhot.methods.base import HEAD_INITS, EpochEnd, Stage, StepContext, TrainingTask
 from unhot.row_adam import RowwiseAdam
 from unhot.runs import RunError
 
 if TYPE_CHECKING:
     from unhot.data.base import Split
-    from unhot.engine import StageRunner
 
 SELECT_LABELS = {"clean": "true", "single_positive": "observed"}
 """``select_labels`` values and the :class:`~unhot.methods.base.Stage` ``val_labels`` they mean."""
@@ -241,20 +240,19 @@ class SpmlTask(TrainingTask):
         return {"gr": gr_loss(logits, batch["positive"], batch["negative"], w, b, mu, sigma,
                               *cfg.gr_q)}
 
-    def on_epoch_end(self, runner: StageRunner) -> None:
+    def on_epoch_end(self, end: EpochEnd) -> None:
         """APL: score the training set and mark this epoch's pseudo-negatives (all ranks hold
         the same gathered scores, so every rank's store stays identical)."""
         if self.cfg.loss != "em_apl":
             return
-        train = runner.data.train
+        train = end.train
         if self.store is None:
             self.store = PseudoLabelStore.empty(len(train), train.num_classes)
-        scores = runner.predict(train)
-        apl_update(self.store, scores, train.labels, self.cfg.theta, runner.epochs,
-                   self.cfg.warmup, runner.epoch)
-        if runner.engine.is_main:
-            self.store.save(runner.engine.folder.stage_dir(runner.stage.name) /
-                            "label_store.npz")
+        scores = end.predict(train)
+        apl_update(self.store, scores, train.labels, self.cfg.theta, end.epochs,
+                   self.cfg.warmup, end.epochs_done)
+        if end.is_main:
+            self.store.save(end.stage_dir / "label_store.npz")
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {}
