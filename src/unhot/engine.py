@@ -42,23 +42,17 @@ from unhot.finished import method_stages
 from unhot.methods.base import EpochEnd, Stage, StepContext
 from unhot.metrics import compute_metrics, metric_names
 from unhot.models import Classifier, head_parameters
-from unhot.plots import reliability_diagram
 from unhot.pretrained import load_pretrained, pretrained_norm, read_pretrained
 from unhot.runs import (
-    IntegrityError,
     Manifest,
     RunError,
     RunFolder,
-    StageRecord,
-    load_checkpoint,
     one_line,
-    save_checkpoint,
     write_json,
-    write_jsonl,
-    write_npz,
 )
+from unhot.stage_files import StageFiles
 from unhot.stopping import StopFlag, Stopped, ignore_stop_signals, stop_requests
-from unhot.weights import Architecture, load_weights, save_weights
+from unhot.weights import Architecture, load_weights
 
 RESULT_NEUTRAL_KEYS = ("train.progress", "train.num_workers", "train.eval_batch_size",
                        "train.device", "train.threads")
@@ -386,7 +380,8 @@ class StageRunner:
         self.engine = engine
         self.stage = stage
         self.index = index
-        self.manifest = manifest
+        self.files = StageFiles(engine.folder, manifest, stage.name,
+                                [s.name for s in engine.stages[:index]], engine.is_main)
         self.cfg = engine.cfg
         self.acc = engine.accelerator
         self.data = engine.data
@@ -440,7 +435,7 @@ class StageRunner:
             if self.model_cfg.freeze_backbone:
                 model.backbone.requires_grad_(False)
             return model
-        path = self._stage_weights(self.engine.stages[self.index - 1].name) \
+        path = self.files.weights_of(self.engine.stages[self.index - 1].name) \
             if init == "continue" else Path(init)
         model, arch = load_weights(path, self.arch)
         if arch.backbone != self.arch.backbone or arch.width != self.arch.width:
@@ -458,13 +453,6 @@ class StageRunner:
             print(f"stage '{self.stage.name}': {weights.layout} weights from {weights.path}; "
                   f"initialised afresh: {', '.join(fresh) or 'nothing'}", file=sys.stderr)
 
-    def _stage_weights(self, name: str) -> Path:
-        path = self.engine.folder.weights_path(name)
-        if not path.exists():
-            raise RunError(f"stage '{self.stage.name}' needs the weights of stage '{name}', "
-                           f"which are missing ({path})")
-        return path
-
     def _load_teacher(self) -> nn.Module | None:
         source = self.stage.teacher
         if source is None:
@@ -472,7 +460,7 @@ class StageRunner:
         names = [s.name for s in self.engine.stages[: self.index]]
         stage_name, _, which = source.partition(":")
         if stage_name in names:
-            path = self._stage_weights(stage_name)
+            path = self.files.weights_of(stage_name)
             if which == "best":
                 path = self.engine.folder.best_weights_path(stage_name)
         else:
@@ -483,7 +471,7 @@ class StageRunner:
         return teacher.to(self.acc.device, memory_format=self.memory_format)
 
     def _resume(self) -> None:
-        found = self._read_checkpoint()
+        found = self.files.read_checkpoint()
         if found is None:
             return
         path, state = found
@@ -501,35 +489,6 @@ class StageRunner:
         self.best = state.get("best")
         self.position = state.get("position")
         self.initial_loss = state.get("initial_loss")
-
-    def _read_checkpoint(self) -> tuple[Path, dict[str, Any]] | None:
-        """The latest checkpoint whose SHA-256 verifies: ``checkpoint.pt``, or the one before it
-        when that is corrupt (set aside as ``checkpoint.corrupt.pt``) or missing (a kill between
-        the two renames of :func:`unhot.runs.save_checkpoint`)."""
-        folder, keys = self.engine.folder, ("model", "optimizer", "task", "epoch", "step",
-                                            "history")
-        path = folder.checkpoint_path(self.stage.name)
-        previous = folder.previous_checkpoint_path(self.stage.name)
-        if path.exists():
-            try:
-                return path, load_checkpoint(path, keys)
-            except IntegrityError as err:
-                try:
-                    state = load_checkpoint(previous, keys) if previous.exists() else None
-                except IntegrityError:
-                    state = None
-                if state is None:
-                    raise IntegrityError(f"{err}; no sound earlier checkpoint is kept: delete "
-                                         f"{path.parent} to retrain stage '{self.stage.name}' "
-                                         f"from the start") from err
-                path.replace(path.with_suffix(".corrupt.pt"))
-                print(f"unhot: warning: {err}; set it aside as checkpoint.corrupt.pt and "
-                      f"resuming from {previous.name} (epoch {state['epoch']})",
-                      file=sys.stderr)
-                return previous, state
-        if previous.exists():
-            return previous, load_checkpoint(previous, keys)
-        return None
 
     def _check_resumable(self, path: Path, state: dict[str, Any]) -> None:
         """Refuse a checkpoint of other classes or another number of steps per epoch (which
@@ -605,7 +564,7 @@ class StageRunner:
         raise Stopped(self.engine.stop.signum or signal.SIGTERM,
                       f"at stage '{self.stage.name}', epoch {self.epoch + 1}, step "
                       f"{progress.batches} of {self.steps_per_epoch}",
-                      self.engine.folder.checkpoint_path(self.stage.name))
+                      self.files.checkpoint)
 
     def _position(self, progress: EpochProgress, generator: torch.Generator) -> dict[str, Any]:
         """Where a stop left the epoch: batches done (by each process), the loss terms so far,
@@ -673,8 +632,8 @@ class StageRunner:
             raise TrainingError(
                 f"stage '{self.stage.name}', epoch {self.epoch + 1}: every loss term was exactly "
                 f"0 for the whole epoch, so the model's outputs have saturated and it no longer "
-                f"learns. Last good checkpoint: {self._kept_checkpoint()}. Likely cause: a "
-                f"learning rate far too high (optim.lr={self.cfg.optim.lr}).")
+                f"learns. Last good checkpoint: {self.files.kept_checkpoint(self.epoch)}. "
+                f"Likely cause: a learning rate far too high (optim.lr={self.cfg.optim.lr}).")
         start = self.initial_loss
         if start is not None and start > 0 and total > 1000 * start:
             print(f"unhot: warning: stage '{self.stage.name}', epoch {self.epoch + 1}: the mean "
@@ -682,13 +641,9 @@ class StageRunner:
                   f"({start:.4g}); training is diverging (optim.lr={self.cfg.optim.lr})",
                   file=sys.stderr)
 
-    def _kept_checkpoint(self) -> str:
-        kept = self.engine.folder.checkpoint_path(self.stage.name)
-        return f"{kept} (epoch {self.epoch})" if kept.exists() else "none yet"
-
     def _fail_non_finite(self, losses: dict[str, Tensor]) -> None:
         bad = [f"{k}={v.item()}" for k, v in losses.items() if not torch.isfinite(v)]
-        where = self._kept_checkpoint()
+        where = self.files.kept_checkpoint(self.epoch)
         lr = learning_rate(max(0, self.step - 1), self.steps_per_epoch, self.epochs,
                            self.cfg.optim)
         raise TrainingError(
@@ -759,14 +714,11 @@ class StageRunner:
         sign = 1.0 if self.stage.keep_best_mode == "max" else -1.0
         if self.best is None or sign * value > sign * self.best:
             self.best = value
-            if self.engine.is_main:
-                save_weights(self.acc.unwrap_model(self.model), self.arch,
-                             self.engine.folder.best_weights_path(self.stage.name))
+            self.files.save_best(self.acc.unwrap_model(self.model), self.arch)
 
     # -- persistence ---------------------------------------------------------------------
     def _save_checkpoint(self, position: dict[str, Any] | None = None) -> None:
-        """Checkpoint the stage after a finished epoch, or inside one at ``position`` (a stop:
-        the log and manifest then stay at the last finished epoch)."""
+        """Checkpoint the stage after a finished epoch, or inside one at ``position`` (a stop)."""
         if self.engine.is_main:
             state = {"model": self.acc.unwrap_model(self.model).state_dict(),
                      "optimizer": self.optimizer.state_dict(), "task": self.task.state_dict(),
@@ -775,48 +727,23 @@ class StageRunner:
                      "num_processes": self.acc.num_processes,
                      "steps_per_epoch": self.steps_per_epoch, "initial_loss": self.initial_loss,
                      **({} if position is None else {"position": position})}
-            folder = self.engine.folder
-            save_checkpoint(folder.checkpoint_path(self.stage.name), state)
-            if position is None:
-                self._write_metrics_log()
-                self.manifest.stages[self.stage.name] = StageRecord(False, self.epoch)
-                folder.write_manifest(self.manifest)
+            self.files.save_checkpoint(state, self.history)
         self.acc.wait_for_everyone()
 
-    def _write_metrics_log(self, final: dict[str, Any] | None = None) -> None:
-        rows: list[dict[str, Any]] = []
-        for stage in self.engine.stages[: self.index]:
-            rows += self.manifest.stages.get(stage.name, StageRecord()).history
-        rows += self.history
-        if final is not None:
-            rows.append(final)
-        write_jsonl(self.engine.folder.metrics_path, rows)
-
     def _finish(self) -> dict[str, float]:
+        """Test the final (or best) model, save its weights and predictions, mark the stage
+        complete."""
         if self.stage.test_best and self.best is not None:
-            best, _ = load_weights(self.engine.folder.best_weights_path(self.stage.name),
-                                   self.arch)
+            best, _ = load_weights(self.files.best_weights, self.arch)
             self.acc.unwrap_model(self.model).load_state_dict(best.state_dict())
         metrics, scores = self.evaluate(self.data.test)
-        folder = self.engine.folder
-        if self.engine.is_main:
-            model = self.acc.unwrap_model(self.model)
-            save_weights(model, self.arch, folder.weights_path(self.stage.name))
-            test = self.data.test
-            difficult = test.difficult_or_none
-            write_npz(folder.predictions_path(self.stage.name), scores=scores, true=test.true,
-                      target=test.target, ids=np.asarray(test.ids, dtype=str),
-                      **({} if difficult is None else {"difficult": difficult}))
-            reliability_diagram(scores, test.true, folder.stage_dir(self.stage.name) /
-                                "reliability.png", f"{self.cfg.name}, stage {self.stage.name}",
-                                top1=self.task.output == "softmax")
-            final = {"stage": self.stage.name, "epoch": self.epoch, "final": True,
-                     **{f"test/{k}": v for k, v in metrics.items()}}
-            self.history.append(final)
-            self.manifest.stages[self.stage.name] = StageRecord(True, self.epoch, self.history,
-                                                                metrics)
-            self._write_metrics_log()
-            folder.write_manifest(self.manifest)
+        final = {"stage": self.stage.name, "epoch": self.epoch, "final": True,
+                 **{f"test/{k}": v for k, v in metrics.items()}}
+        self.history.append(final)
+        self.files.complete(self.acc.unwrap_model(self.model), self.arch, self.data.test, scores,
+                            self.history, metrics, self.epoch,
+                            f"{self.cfg.name}, stage {self.stage.name}",
+                            top1=self.task.output == "softmax")
         self.acc.wait_for_everyone()
         return metrics
 
