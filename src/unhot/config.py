@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import math
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import yaml
 
 from unhot.errors import ConfigError
+from unhot.registry import DATASETS, METHODS, Registry, block_name
 
 
 @dataclass
@@ -153,30 +152,6 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-class Registry(Mapping[str, tuple[type, Callable[..., Any]]]):
-    """Name -> (config dataclass, builder), imported on first use from ``"module:Config:build"``.
-
-    Lazy, so that a method or reader with optional dependencies costs nothing until chosen.
-    """
-
-    def __init__(self, entries: dict[str, str]) -> None:
-        self._entries = dict(entries)
-        self._loaded: dict[str, tuple[type, Callable[..., Any]]] = {}
-
-    def __getitem__(self, name: str) -> tuple[type, Callable[..., Any]]:
-        if name not in self._loaded:
-            module, cls, build = self._entries[name].split(":")
-            mod = importlib.import_module(module)
-            self._loaded[name] = (getattr(mod, cls), getattr(mod, build))
-        return self._loaded[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
 def _convert(value: Any, kind: Any, path: str) -> Any:
     """Check ``value`` against the annotation ``kind`` and convert lists to tuples etc."""
     origin = typing.get_origin(kind)
@@ -279,14 +254,6 @@ def named_block(values: Any, registry: Registry, path: str) -> Any:
     return from_dict(cls, rest, f"{path}({name})")
 
 
-def block_name(block: Any, registry: Registry) -> str:
-    """The registry name of a parsed method/data block."""
-    for name in registry:
-        if type(block) is registry[name][0]:
-            return name
-    raise ConfigError(f"block of type {type(block).__name__} is not registered")
-
-
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` strings (values parsed as YAML) to a raw config mapping."""
     for item in overrides:
@@ -324,9 +291,6 @@ def parse_config(raw: dict[str, Any]) -> RunConfig:
     raw = dict(raw)
     method_raw, data_raw = raw.pop("method", None), raw.pop("data", None)
     cfg = from_dict(RunConfig, raw)
-    from unhot.data import DATASETS
-    from unhot.methods import METHODS
-
     cfg.method = named_block(method_raw, METHODS, "method")
     cfg.data = named_block(data_raw, DATASETS, "data")
     return cfg
@@ -355,8 +319,6 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
     """A plain mapping (YAML-safe: lists, not tuples) that :func:`parse_config` reads back."""
-    from unhot.data import DATASETS
-    from unhot.methods import METHODS
 
     def plain(obj: Any) -> Any:
         if dataclasses.is_dataclass(obj):

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unhot.config import ConfigError, RunConfig, apply_overrides, block_name, parse_config
+from unhot.config import ConfigError, RunConfig, apply_overrides, parse_config
 from unhot.errors import RunError
-from unhot.methods import METHODS, Stage
+from unhot.methods import Stage
+from unhot.registry import METHODS, block_name
 from unhot.runs import Manifest, RunFolder, read_yaml
 
 
