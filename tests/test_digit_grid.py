@@ -23,6 +23,7 @@ from unhot.data.digit_grid import (
     true_sets,
 )
 from unhot.data.digits import load_digits_source, read_idx, resize_digits, split_sources
+from unhot.errors import ConfigError
 
 
 def write_idx(path: Path, array: np.ndarray, magic: int | None = None) -> None:
@@ -280,7 +281,7 @@ def test_build_difficult_marks() -> None:
                                             ("difficult_prob", -0.1), ("cell_size", 1),
                                             ("label_regime", "multi")])
 def test_config_validation_names_key(key: str, value: object) -> None:
-    with pytest.raises(DataError, match=f"'{key}'"):
+    with pytest.raises(ConfigError, match=f"data.{key}"):
         DigitGridConfig(**{key: value})
 
 

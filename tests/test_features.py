@@ -126,8 +126,8 @@ def test_cole_layout_with_bad_labels_or_shapes(tmp_path, replace, fragments):
 
 @pytest.mark.parametrize("fraction", [1.0, -0.1, 1.5, float("nan")])
 def test_cole_val_fraction_outside_0_1(tmp_path, fraction):
-    with pytest.raises(ConfigError, match=r"data\(cole_features\): val_fraction must be in "
-                                          r"\[0, 1\)"):
+    with pytest.raises(ConfigError, match=r"data\(cole_features\)\.val_fraction must be a "
+                                          r"finite number in \[0.0, 1.0\)"):
         cole_data(cole_layout(tmp_path), val_fraction=fraction)
 
 

@@ -42,6 +42,7 @@ from unhot.data.files import (
 )
 from unhot.data.image_folder import ImageFolderConfig, apply_real_labels, build_image_folder
 from unhot.data.voc import VOC_CLASSES, VocConfig, build_voc
+from unhot.errors import ConfigError
 from unhot.labels import LabelError, LabelMatrix
 
 # ---------------------------------------------------------------- image files
@@ -264,11 +265,11 @@ def test_csv_missing_file_and_bad_config(tmp_path):
         build_csv(CsvConfig(str(tmp_path), train="empty.csv", test="empty.csv"))
     with pytest.raises(DataError, match=r"train\.csv: label file not found"):
         build_csv(CsvConfig(str(tmp_path)))
-    with pytest.raises(DataError, match="unlabelled_policy"):
+    with pytest.raises(ConfigError, match="unlabelled_policy"):
         CsvConfig(str(tmp_path), unlabelled_policy="maybe")
     with pytest.raises(DataError, match="separator"):
         CsvConfig(str(tmp_path), separator="")
-    with pytest.raises(DataError, match="channels"):
+    with pytest.raises(ConfigError, match="channels"):
         CsvConfig(str(tmp_path), channels=4)
     with pytest.raises(DataError, match="exclude each other"):
         CsvConfig(str(tmp_path), val="v.csv", val_fraction=0.2)

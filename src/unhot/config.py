@@ -58,47 +58,79 @@ class ModelConfig:
             raise ConfigError(f"model.input_std must be positive, got {list(self.input_std)}")
 
 
-def choice(default: str, choices: tuple[str, ...]) -> Any:
-    """A string field that must be one of ``choices`` (checked by :func:`from_dict`)."""
+def choice(default: Any, choices: tuple[Any, ...]) -> Any:
+    """A field that must be one of ``choices`` (checked by :func:`check_field`)."""
     return field(default=default, metadata={"choices": choices})
 
 
-def _require(path: str, value: float, ok: bool, rule: str) -> None:
-    """Raise a :class:`ConfigError` naming ``path`` unless ``ok``."""
+def bounded(default: Any, low: float | None = None, high: float | None = None, *,
+            above: bool = False, below: bool = False) -> Any:
+    """A number field that must be finite and ``>= low`` (``> low`` with ``above``) and
+    ``<= high`` (``< high`` with ``below``) where given; None passes for optional fields
+    (checked by :func:`check_field`)."""
+    return field(default=default, metadata={"range": (low, high, above, below)})
+
+
+def _range_rule(low: float | None, high: float | None, above: bool, below: bool) -> str:
+    if low is not None and high is not None:
+        return f"in {'(' if above else '['}{low}, {high}{')' if below else ']'}"
+    if low is not None:
+        return f"> {low}" if above else f">= {low}"
+    return f"< {high}" if below else f"<= {high}"
+
+
+def check_field(spec: dataclasses.Field[Any], value: Any, path: str) -> None:
+    """Check ``value`` against ``spec``'s declared :func:`choice` or :func:`bounded` rule; the
+    :class:`ConfigError` names ``path``. The one validation rule of every config block."""
+    choices = spec.metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"unknown {path} {value!r}; valid: {', '.join(map(str, choices))}")
+    bounds = spec.metadata.get("range")
+    if bounds is None or value is None:
+        return
+    low, high, above, below = bounds
+    ok = isinstance(value, int | float) and math.isfinite(value) and \
+        (low is None or (value > low if above else value >= low)) and \
+        (high is None or (value < high if below else value <= high))
     if not ok:
-        raise ConfigError(f"{path} must be {rule}, got {value!r}")
+        finite = "a finite number " if isinstance(value, float) else ""
+        raise ConfigError(f"{path} must be {finite}{_range_rule(*bounds)}, got {value!r}")
+
+
+class Checked:
+    """Dataclass mixin: building one checks every :func:`choice` and :func:`bounded` field, so
+    a config object made in code is checked like one parsed from YAML (``prefix`` names its
+    block in messages, e.g. ``"optim."``). Subclasses with their own ``__post_init__`` call
+    it."""
+
+    prefix = ""
+
+    def __post_init__(self) -> None:
+        for spec in dataclasses.fields(self):  # type: ignore[arg-type]
+            check_field(spec, getattr(self, spec.name), f"{self.prefix}{spec.name}")
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(Checked):
     """Optimizer and schedule. ``schedule``: cosine | step | constant; warm-up is linear."""
 
+    prefix = "optim."
+
     name: str = choice("sgd", ("sgd", "adam", "adamw"))
-    lr: float = 0.05
+    lr: float = bounded(0.05, 0, above=True)
     momentum: float = 0.9
     nesterov: bool = False
-    weight_decay: float = 5e-4
+    weight_decay: float = bounded(5e-4, 0)
     betas: tuple[float, float] = (0.9, 0.999)
     schedule: str = choice("cosine", ("cosine", "step", "constant"))
-    warmup_epochs: float = 0.0
+    warmup_epochs: float = bounded(0.0, 0)
     milestones: tuple[float, ...] = ()
     gamma: float = 0.1
-    epochs: int = 10
-    batch_size: int = 128
-    grad_clip: float = 0.0
-    head_lr_mult: float = 1.0
+    epochs: int = bounded(10, 1)
+    batch_size: int = bounded(128, 1)
+    grad_clip: float = bounded(0.0, 0)
+    head_lr_mult: float = bounded(1.0, 0, above=True)
     """Learning-rate multiplier of the heads (Cole et al.'s fine-tuning: 10)."""
-
-    def __post_init__(self) -> None:
-        _require("optim.lr", self.lr, math.isfinite(self.lr) and self.lr > 0,
-                    "a finite number > 0")
-        _require("optim.epochs", self.epochs, self.epochs >= 1, ">= 1")
-        _require("optim.batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
-        _require("optim.warmup_epochs", self.warmup_epochs, self.warmup_epochs >= 0, ">= 0")
-        _require("optim.weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0")
-        _require("optim.grad_clip", self.grad_clip, self.grad_clip >= 0, ">= 0")
-        _require("optim.head_lr_mult", self.head_lr_mult,
-                 math.isfinite(self.head_lr_mult) and self.head_lr_mult > 0, "a finite number > 0")
 
 
 @dataclass
@@ -226,18 +258,12 @@ def from_dict(cls: type, values: Any, path: str = "") -> Any:
         if value is False and "no" in fields[key].metadata.get("choices", ()):
             value = "no"  # YAML 1.1 reads a bare `no` (--set train.mixed_precision=no) as False
         kwargs[key] = _convert(value, hints[key], key_path)
-        _check_choice(fields[key], kwargs[key], key_path)
+        check_field(fields[key], kwargs[key], key_path)
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{path or 'config'}: {err}") from err
     return obj
-
-
-def _check_choice(spec: dataclasses.Field[Any], value: Any, path: str) -> None:
-    choices = spec.metadata.get("choices")
-    if choices is not None and value not in choices:
-        raise ConfigError(f"unknown {path} {value!r}; valid: {', '.join(choices)}")
 
 
 def named_block(values: Any, registry: Registry, path: str) -> Any:

@@ -68,12 +68,27 @@ def lowest_k(values: np.ndarray, k: int) -> np.ndarray:
     """Positions of the ``k`` smallest ``values``, ties at the boundary going to the earlier
     position: the same set as ``np.argsort(values, kind="stable")[:k]`` (in position order),
     found by partial selection in O(n)."""
+    return np.flatnonzero(lowest_k_mask(values, np.ones(values.shape, bool), k))
+
+
+def lowest_k_mask(column: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
+    """Mask of the ``k`` smallest ``column[candidates]`` (:func:`lowest_k` among the
+    candidates, ties to the earlier position). Memory: two float copies of the candidates'
+    values and a few masks like ``candidates``, no index array (an update of a whole class
+    column is about 12 bytes a row, not 40)."""
+    values = column[candidates]
     if k >= values.size:
-        return np.arange(values.size)
+        return candidates.copy()
     kth = np.partition(values, k - 1)[k - 1]
-    below = np.flatnonzero(values < kth)
-    tied = np.flatnonzero(values == kth)[: k - below.size]
-    return np.sort(np.concatenate([below, tied]))
+    del values
+    chosen = column < kth
+    chosen &= candidates
+    need = k - np.count_nonzero(chosen)
+    if need > 0:
+        tied = column == kth
+        tied &= candidates
+        chosen[np.flatnonzero(tied)[:need]] = True
+    return chosen
 
 
 def unknown_counts(labels: LabelMatrix) -> np.ndarray:
@@ -105,9 +120,11 @@ def apl_update(store: PseudoLabelStore, scores: np.ndarray, labels: LabelMatrix,
     for c, quota in enumerate(per_class):
         if quota <= 0:
             continue
-        rows = np.flatnonzero(_unknown_column(labels, c) & ~store.negative[:, c])
-        lowest = rows[lowest_k(scores[rows, c], quota)]
-        store.negative[lowest, c] = True
-        store.target[lowest, c] = scores[lowest, c]
-        marked += lowest.size
+        candidates = _unknown_column(labels, c)
+        candidates &= ~store.negative[:, c]
+        lowest = lowest_k_mask(scores[:, c], candidates, quota)
+        del candidates
+        np.copyto(store.negative[:, c], True, where=lowest)
+        np.copyto(store.target[:, c], scores[:, c], where=lowest)
+        marked += np.count_nonzero(lowest)
     return marked

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from unhot.config import choice
 from unhot.data.base import DataBundle, DataError, Split
 from unhot.data.files import (
     FileDataConfig,
@@ -47,11 +48,7 @@ class CocoConfig(FileDataConfig):
     train_images: str = "train2017"
     test_images: str = "val2017"
     val_images: str = "val2017"
-    unannotated: str = "skip"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_one_of("unannotated", self.unannotated, UNANNOTATED_POLICIES)
+    unannotated: str = choice("skip", UNANNOTATED_POLICIES)
 
 
 @dataclass(frozen=True)

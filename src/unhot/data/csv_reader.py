@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unhot.config import choice
 from unhot.data.base import DataBundle, DataError, Split
 from unhot.data.files import (
     FileDataConfig,
@@ -73,7 +74,7 @@ class CsvConfig(FileDataConfig):
     test: str = "test.csv"
     classes: str | None = None
     separator: str = " "
-    unlabelled_policy: str = "negative"
+    unlabelled_policy: str = choice("negative", UNLABELLED_POLICIES)
     difficult_as_positive: bool = True
 
     def __post_init__(self) -> None:
@@ -81,7 +82,6 @@ class CsvConfig(FileDataConfig):
         if not self.separator or self.separator in "\r\n":
             raise DataError(f"config key 'separator' must be a non-empty string other than a "
                             f"line break, got {self.separator!r}")
-        check_one_of("unlabelled_policy", self.unlabelled_policy, UNLABELLED_POLICIES)
 
 
 @dataclass(frozen=True)

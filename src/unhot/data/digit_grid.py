@@ -35,10 +35,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unhot.data.base import DataBundle, DataError, Split
+from unhot.config import Checked, ConfigError, bounded, choice
+from unhot.data.base import DataBundle, Split
 from unhot.data.digits import (
     NUM_DIGITS,
-    check_range,
     load_digits_source,
     make_split,
     resize_digits,
@@ -52,35 +52,28 @@ HARD_CONTRAST = 0.4
 
 
 @dataclass
-class DigitGridConfig:
+class DigitGridConfig(Checked):
     """Settings of :func:`build_digit_grid` (see the module docstring)."""
 
+    prefix = "data."
     source: str = "sklearn"
-    grid: int = 3
+    grid: int = bounded(3, 1)
     cell_size: int = 0
-    n_train: int = 6000
-    n_val: int = 0
-    n_test: int = 2000
-    label_regime: str = "single"
-    center_prob: float = 0.6
-    test_source_fraction: float = 0.3
-    difficult_prob: float = 0.0
+    n_train: int = bounded(6000, 1)
+    n_val: int = bounded(0, 0)
+    n_test: int = bounded(2000, 1)
+    label_regime: str = choice("single", REGIMES)
+    center_prob: float = bounded(0.6, 0.0, 1.0)
+    test_source_fraction: float = bounded(0.3, 0.0, 1.0)
+    difficult_prob: float = bounded(0.0, 0.0, 1.0)
     seed: int = 0
     source_seed: int | None = None
 
     def __post_init__(self) -> None:
-        check_range("grid", self.grid, 1)
-        if self.cell_size != 0:
-            check_range("cell_size", self.cell_size, 2)
-        check_range("n_train", self.n_train, 1)
-        check_range("n_val", self.n_val, 0)
-        check_range("n_test", self.n_test, 1)
-        check_range("center_prob", self.center_prob, 0.0, 1.0)
-        check_range("difficult_prob", self.difficult_prob, 0.0, 1.0)
-        check_range("test_source_fraction", self.test_source_fraction, 0.0, 1.0)
-        if self.label_regime not in REGIMES:
-            raise DataError(f"config key 'label_regime': unknown regime {self.label_regime!r}; "
-                            f"valid: {', '.join(REGIMES)}")
+        super().__post_init__()
+        if self.cell_size != 0 and self.cell_size < 2:
+            raise ConfigError(f"data.cell_size must be 0 (native size) or >= 2, got "
+                            f"{self.cell_size!r}")
 
 
 @dataclass

@@ -52,6 +52,7 @@ import torch
 from PIL import ExifTags, Image, ImageOps
 from tqdm.auto import tqdm
 
+from unhot.config import Checked, bounded, choice
 from unhot.data.base import DataBundle, DataError, Split
 from unhot.data.digits import check_range
 from unhot.data.views import PIPELINES, TrainView, centre_box
@@ -85,7 +86,7 @@ def background_level(value: str | int) -> int:
 
 
 @dataclass
-class FileDataConfig:
+class FileDataConfig(Checked):
     """Settings every file-based reader shares (each reader's config adds its own).
 
     ``root``: dataset folder; annotation files and image paths are relative to it.
@@ -107,34 +108,25 @@ class FileDataConfig:
     at random with ``seed``, everything else unknown. The test split is never changed.
     """
 
+    prefix = "data."
     root: str
     train: str = "train"
     test: str = "test"
     val: str | None = None
-    image_size: int = 64
-    channels: int = 3
+    image_size: int = bounded(64, 1)
+    channels: int = choice(3, (1, 3))
     allow_outside_root: bool = False
     verify: bool = False
-    label_regime: str = "observed"
-    val_fraction: float = 0.0
+    label_regime: str = choice("observed", LABEL_REGIMES)
+    val_fraction: float = bounded(0.0, 0.0, 1.0, below=True)
     seed: int = COLE_SEED
     alpha_background: str | int = "white"
-    pipeline: str = "squash"
-    crop_fraction: float = 0.875
+    pipeline: str = choice("squash", PIPELINES)
+    crop_fraction: float = bounded(0.875, 0.0, 1.0, above=True)
 
     def __post_init__(self) -> None:
-        check_range("image_size", self.image_size, 1)
-        check_one_of("pipeline", self.pipeline, PIPELINES)
-        if not 0 < self.crop_fraction <= 1:
-            raise DataError(f"config key 'crop_fraction' must be in (0, 1], got "
-                            f"{self.crop_fraction!r}")
+        super().__post_init__()
         background_level(self.alpha_background)
-        if self.channels not in (1, 3):
-            raise DataError(f"config key 'channels' must be 1 or 3, got {self.channels!r}")
-        check_one_of("label_regime", self.label_regime, LABEL_REGIMES)
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise DataError(f"config key 'val_fraction' must be in [0, 1), got "
-                            f"{self.val_fraction!r}")
         if self.val_fraction > 0 and self.val is not None:
             raise DataError("config keys 'val' and 'val_fraction' exclude each other: give a "
                             "validation split or carve one out of train, not both")

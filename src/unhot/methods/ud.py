@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from unhot.config import ConfigError, ModelConfig, RunConfig, choice
+from unhot.config import Checked, ConfigError, ModelConfig, RunConfig, bounded, choice
 from unhot.losses import (
     attention_loss,
     binary_kd_loss,
@@ -50,24 +50,15 @@ DIFFICULT = ("positive", "ignore")
 ATTENTION_FORMS = ("reference", "normalized")
 
 
-def _check(name: str, ok: bool, value: object, rule: str) -> None:
-    if not ok:
-        raise ConfigError(f"method.{name} must be {rule}, got {value!r}")
-
-
 @dataclass
-class CalibratedBceConfig:
+class CalibratedBceConfig(Checked):
     """``method: {name: bce_cal, lam, difficult, head_init}``: BCE + ``lam`` * PAL-N (paper:
     0.1); PyTorch's default head init (the authors' classification head has no bias)."""
 
-    lam: float = 0.1
-    difficult: str = "positive"
+    prefix = "method."
+    lam: float = bounded(0.1, 0)
+    difficult: str = choice("positive", DIFFICULT)
     head_init: str = choice("default", HEAD_INITS)
-
-    def __post_init__(self) -> None:
-        _check("lam", self.lam >= 0, self.lam, ">= 0")
-        _check("difficult", self.difficult in DIFFICULT, self.difficult,
-               f"one of {', '.join(DIFFICULT)}")
 
 
 @dataclass
@@ -83,23 +74,18 @@ class KdConfig(CalibratedBceConfig):
     teacher; ``self_distill`` / ``keep_best``: see the module docstring.
     """
 
-    lam: float = 0.0
-    temperature: float = 3.0
-    kd_weight: float = 1.0
-    cls_balance: float = 0.0
+    lam: float = bounded(0.0, 0)
+    temperature: float = bounded(3.0, 0, above=True)
+    kd_weight: float = bounded(1.0, 0)
+    cls_balance: float = bounded(0.0, 0)
     teacher_model: ModelConfig | None = None
-    teacher_epochs: int | None = None
+    teacher_epochs: int | None = bounded(None, 1)
     teacher_checkpoint: str | None = None
     self_distill: bool = False
     keep_best: str = "mAP"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check("temperature", self.temperature > 0, self.temperature, "> 0")
-        _check("kd_weight", self.kd_weight >= 0, self.kd_weight, ">= 0")
-        _check("cls_balance", self.cls_balance >= 0, self.cls_balance, ">= 0")
-        epochs = self.teacher_epochs
-        _check("teacher_epochs", epochs is None or epochs >= 1, epochs, ">= 1 or null")
         if self.self_distill and (self.teacher_model or self.teacher_checkpoint):
             raise ConfigError("method.self_distill: the network is its own teacher; drop "
                               "method.teacher_model and method.teacher_checkpoint")
@@ -115,17 +101,15 @@ class UdConfig(KdConfig):
     the authors' code's weights ``((alpha_code * KL_cal + KL_bin) / 2 + 0.1 MSE) / B`` in
     unhot's per-sample means (module docstring)."""
 
-    lam: float = 0.1
-    kd_weight: float = 0.25
-    alpha: float = 0.5
-    beta: float = 0.1
+    lam: float = bounded(0.1, 0)
+    kd_weight: float = bounded(0.25, 0)
+    alpha: float = bounded(0.5, 0)
+    beta: float = bounded(0.1, 0)
     attention: str = choice("reference", ATTENTION_FORMS)
     cam_relu: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check("alpha", self.alpha >= 0, self.alpha, ">= 0")
-        _check("beta", self.beta >= 0, self.beta, ">= 0")
         if self.lam <= 0 and self.teacher_checkpoint is None:
             raise ConfigError("method(ud).lam must be > 0: the teacher's calibration head is "
                               "trained by PAL-N (or give method.teacher_checkpoint)")
